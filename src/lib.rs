@@ -1,0 +1,1 @@
+//! incrpipe: a declarative experiment-pipeline runner.
