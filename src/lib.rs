@@ -1,1 +1,25 @@
 //! incrpipe: a declarative experiment-pipeline runner.
+//!
+//! Dependency direction: the binary's CLI -> the runner ([`spec`], [`dag`],
+//! [`cache`], [`run`]) -> the [`registry`] of stage kinds; the built-in
+//! [`stages`] -> the training engine and the report. Nothing here knows the CLI.
+
+// Errors here are rare, located diagnostics, never on a hot path: their size does not matter.
+#![allow(clippy::result_large_err)]
+
+pub mod cache;
+pub mod dag;
+pub mod diag;
+pub mod fsutil;
+pub mod gc;
+pub mod hash;
+pub mod keys;
+pub mod paths;
+pub mod process;
+pub mod progress;
+pub mod registry;
+pub mod resources;
+pub mod run;
+pub mod spec;
+pub mod stages;
+pub mod status;

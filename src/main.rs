@@ -1,1 +1,348 @@
-fn main() {}
+//! The `incrpipe` command: a thin layer of argument parsing over the library.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use incrpipe::cache::Cache;
+use incrpipe::dag::Dag;
+use incrpipe::registry::{Registry, StageContext};
+use incrpipe::run::{RunError, RunOptions};
+use incrpipe::{gc, progress, resources, run, spec, status};
+
+#[derive(Parser)]
+#[command(
+    name = "incrpipe",
+    version,
+    about = "Declarative experiment pipelines with a content-addressed cache"
+)]
+struct Cli {
+    /// Cache directory (default: ./cache, or $INCRPIPE_CACHE). On a cluster it
+    /// must be on a filesystem that every node shares.
+    #[arg(long, global = true, env = "INCRPIPE_CACHE")]
+    cache_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run a pipeline (only what changed).
+    Run {
+        file: PathBuf,
+        /// Run only these stages (and what they need): a stage name, an
+        /// instance such as `train@net=resnet20`, or a chain's name.
+        stages: Vec<String>,
+        /// CPU slots (default: the number of cores).
+        #[arg(short, long)]
+        jobs: Option<u32>,
+        /// GPU devices to use, e.g. `0,1` (default: CUDA_VISIBLE_DEVICES if set, else nvidia-smi).
+        #[arg(long)]
+        gpus: Option<String>,
+        /// Show what would run, and why, without running anything.
+        #[arg(long)]
+        dry_run: bool,
+        /// Run these stages even when cached.
+        #[arg(long, num_args = 1..)]
+        force: Vec<String>,
+        /// Keep starting independent stages after a failure.
+        #[arg(long)]
+        keep_going: bool,
+        /// Fail instead of waiting when another run holds the cache.
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// What a run would do, and why (which param, dep or code version changed).
+    Status { file: PathBuf },
+    /// Print the stage graph (text, or Graphviz with --dot).
+    Dag {
+        file: PathBuf,
+        #[arg(long)]
+        dot: bool,
+    },
+    /// Print the latest log of a stage.
+    Logs { stage: String },
+    /// Remove cache entries that no pipeline still reaches (given files, or pipelines/*.toml).
+    Gc { files: Vec<PathBuf> },
+    /// Re-hash every cache entry; remove and report corrupt ones.
+    Verify,
+    /// Runs a built-in stage kind (the runner's child process).
+    #[command(name = "__stage", hide = true)]
+    Stage { kind: String },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let workspace = match std::env::current_dir().and_then(|p| p.canonicalize()) {
+        Ok(p) => p,
+        Err(e) => return fail(2, &format!("cannot resolve the current directory: {e}")),
+    };
+    let cache_dir = cli
+        .cache_dir
+        .clone()
+        .unwrap_or_else(|| workspace.join("cache"));
+    let registry = Registry::builtin();
+    match cli.command {
+        Cmd::Run {
+            file,
+            stages,
+            jobs,
+            gpus,
+            dry_run,
+            force,
+            keep_going,
+            no_wait,
+        } => {
+            let dag = match load(&file, &registry, &workspace, true) {
+                Ok(d) => d,
+                Err(c) => return c,
+            };
+            let cache = match Cache::open(&cache_dir) {
+                Ok(c) => c,
+                Err(e) => return fail(2, &e.to_string()),
+            };
+            if dry_run {
+                print!(
+                    "{}",
+                    status::render(&status::status(&dag, &cache, &workspace))
+                );
+                return ExitCode::SUCCESS;
+            }
+            let opts = RunOptions {
+                workspace: workspace.clone(),
+                jobs: jobs.unwrap_or_else(|| {
+                    std::thread::available_parallelism().map_or(1, |n| n.get() as u32)
+                }),
+                gpus: resources::detect_gpus(
+                    gpus.as_deref(),
+                    std::env::var("CUDA_VISIBLE_DEVICES")
+                        .ok()
+                        .as_deref()
+                        .filter(|s| !s.is_empty()),
+                ),
+                keep_going,
+                force,
+                targets: stages,
+                stage_exe: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("incrpipe")),
+                wait_for_lock: !no_wait,
+            };
+            run::install_signal_handlers();
+            let mut p = progress::for_terminal();
+            match run::run(&dag, &cache, &opts, p.as_mut()) {
+                Ok(_) => ExitCode::SUCCESS,
+                Err(RunError::Input(m)) => fail(2, &m),
+                Err(RunError::Interrupted(_)) => ExitCode::from(130),
+                Err(e @ RunError::Failed(_)) => fail(1, &e.to_string()),
+                Err(e) => fail(1, &e.to_string()),
+            }
+        }
+        Cmd::Status { file } => {
+            let dag = match load(&file, &registry, &workspace, true) {
+                Ok(d) => d,
+                Err(c) => return c,
+            };
+            match Cache::open(&cache_dir) {
+                Ok(cache) => {
+                    print!(
+                        "{}",
+                        status::render(&status::status(&dag, &cache, &workspace))
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(2, &e.to_string()),
+            }
+        }
+        Cmd::Dag { file, dot } => {
+            let dag = match load(&file, &registry, &workspace, false) {
+                Ok(d) => d,
+                Err(c) => return c,
+            };
+            print!(
+                "{}",
+                if dot {
+                    render_dot(&dag)
+                } else {
+                    render_dag(&dag)
+                }
+            );
+            ExitCode::SUCCESS
+        }
+        Cmd::Logs { stage } => {
+            let path = cache_dir
+                .join("logs")
+                .join(format!("{}.log", incrpipe::cache::sanitize(&stage)));
+            match std::fs::read(&path) {
+                Ok(b) => {
+                    use std::io::Write;
+                    let _ = std::io::stdout().write_all(&b);
+                    ExitCode::SUCCESS
+                }
+                Err(_) => fail(
+                    2,
+                    &format!(
+                        "no log for stage `{stage}` in {} (has it run with this cache?)",
+                        cache_dir.display()
+                    ),
+                ),
+            }
+        }
+        Cmd::Gc { files } => cmd_gc(files, &registry, &workspace, &cache_dir),
+        Cmd::Verify => {
+            let cache = match Cache::open(&cache_dir) {
+                Ok(c) => c,
+                Err(e) => return fail(2, &e.to_string()),
+            };
+            let _lock = match cache.lock(true, || {
+                eprintln!("waiting for the running incrpipe to release the cache...")
+            }) {
+                Ok(l) => l,
+                Err(e) => return fail(1, &e.to_string()),
+            };
+            let (n, bad) = gc::verify(&cache);
+            for (k, why) in &bad {
+                println!("corrupt {k}: {why} (removed; the next run recomputes it)");
+            }
+            println!("{n} entries checked, {} corrupt", bad.len());
+            if bad.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        Cmd::Stage { kind } => run_stage(&registry, &kind),
+    }
+}
+
+fn load(
+    file: &Path,
+    registry: &Registry,
+    workspace: &Path,
+    check_deps: bool,
+) -> Result<Dag, ExitCode> {
+    let p = spec::load(file, registry).map_err(|d| fail(2, &d.to_string()))?;
+    Dag::build(&p, workspace, check_deps).map_err(|d| fail(2, &d.to_string()))
+}
+
+fn fail(code: u8, msg: &str) -> ExitCode {
+    let msg = msg.trim_end();
+    if msg.starts_with("error:") {
+        eprintln!("{msg}")
+    } else {
+        eprintln!("error: {msg}")
+    }
+    ExitCode::from(code)
+}
+
+fn render_dag(dag: &Dag) -> String {
+    let mut t = String::new();
+    for &i in &dag.order {
+        let n = &dag.nodes[i];
+        let what = match &n.spec.action {
+            spec::Action::Cmd(c) => format!("cmd: {}", c.lines().next().unwrap_or("")),
+            spec::Action::Builtin { kind, version } => format!("kind: {kind} v{version}"),
+        };
+        t.push_str(&format!("{}  [{what}]", n.spec.name));
+        if n.spec.gpus > 0 {
+            t.push_str(&format!(" gpus={}", n.spec.gpus));
+        }
+        t.push('\n');
+        for u in &n.upstream {
+            t.push_str(&format!("    <- {}\n", dag.nodes[*u].spec.name));
+        }
+    }
+    t
+}
+
+fn render_dot(dag: &Dag) -> String {
+    let mut t = String::from("digraph pipeline {\n  rankdir=LR;\n");
+    for &i in &dag.order {
+        t.push_str(&format!("  \"{}\";\n", dag.nodes[i].spec.name));
+        for u in &dag.nodes[i].upstream {
+            t.push_str(&format!(
+                "  \"{}\" -> \"{}\";\n",
+                dag.nodes[*u].spec.name, dag.nodes[i].spec.name
+            ));
+        }
+    }
+    t.push_str("}\n");
+    t
+}
+
+fn cmd_gc(
+    mut files: Vec<PathBuf>,
+    registry: &Registry,
+    workspace: &Path,
+    cache_dir: &Path,
+) -> ExitCode {
+    if files.is_empty() {
+        files = std::fs::read_dir(workspace.join("pipelines"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+            .collect();
+        files.sort();
+    }
+    if files.is_empty() {
+        return fail(
+            2,
+            "gc needs pipeline files (none given, none under pipelines/): it keeps what they reach",
+        );
+    }
+    let cache = match Cache::open(cache_dir) {
+        Ok(c) => c,
+        Err(e) => return fail(2, &e.to_string()),
+    };
+    let _lock = match cache.lock(true, || {
+        eprintln!("waiting for the running incrpipe to release the cache...")
+    }) {
+        Ok(l) => l,
+        Err(e) => return fail(1, &e.to_string()),
+    };
+    let mut reachable = BTreeSet::new();
+    for f in &files {
+        let dag = match load(f, registry, workspace, false) {
+            Ok(d) => d,
+            Err(c) => return c,
+        };
+        reachable.extend(
+            status::status(&dag, &cache, workspace)
+                .into_iter()
+                .filter_map(|s| s.key),
+        );
+    }
+    let r = gc::gc(&cache, &reachable);
+    println!(
+        "kept {} entries, removed {}, freed {:.1} MiB",
+        r.kept,
+        r.removed.len(),
+        r.bytes_freed as f64 / (1 << 20) as f64
+    );
+    ExitCode::SUCCESS
+}
+
+/// The child-process side of a built-in stage.
+fn run_stage(registry: &Registry, kind: &str) -> ExitCode {
+    let Some(k) = registry.get(kind) else {
+        return fail(2, &format!("unknown stage kind `{kind}`"));
+    };
+    let env = |n: &str| std::env::var(n).unwrap_or_default();
+    let params = std::fs::read(env("INCRPIPE_PARAMS"))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .and_then(|v| serde_json::from_value(v["params"].clone()).ok())
+        .unwrap_or_default();
+    let ctx = StageContext {
+        stage: env("INCRPIPE_STAGE"),
+        key: env("INCRPIPE_KEY"),
+        params,
+        scratch: PathBuf::from(env("INCRPIPE_SCRATCH")),
+        cpus: env("INCRPIPE_CPUS").parse().unwrap_or(1),
+    };
+    match k.run(&ctx) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(1, &format!("{kind}: {e:#}")),
+    }
+}

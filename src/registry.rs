@@ -1,0 +1,106 @@
+//! Built-in stage kinds, found by name. The runner knows built-in stages only
+//! through this registry; each kind declares its params, its implementation
+//! version (part of every key it produces) and, optionally, how it expands at
+//! plan time into a chain of stages (the growth phases of an incremental run).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde_json::Value;
+
+/// A parameter a kind accepts. `default` is a JSON literal; `None` means required.
+#[derive(Debug, Clone, Copy)]
+pub struct ParamDecl {
+    pub name: &'static str,
+    pub default: Option<&'static str>,
+    pub help: &'static str,
+}
+
+/// What a kind sees of a stage instance at plan time.
+#[derive(Debug, Clone)]
+pub struct ExpandInput {
+    pub name: String,
+    pub params: BTreeMap<String, Value>,
+    pub deps: Vec<String>,
+    pub outs: Vec<String>,
+}
+
+/// One stage produced by an expansion. An empty `suffix` keeps the instance's
+/// name; otherwise the stage is named `INSTANCE/SUFFIX`. Edges inside a chain
+/// come from deps naming earlier stages' outs, like everywhere else.
+#[derive(Debug, Clone)]
+pub struct Expanded {
+    pub suffix: String,
+    pub kind: &'static str,
+    pub params: BTreeMap<String, Value>,
+    pub deps: Vec<String>,
+    pub outs: Vec<String>,
+}
+
+/// What a built-in stage's process receives (read from its environment).
+#[derive(Debug, Clone)]
+pub struct StageContext {
+    pub stage: String,
+    pub key: String,
+    pub params: BTreeMap<String, Value>,
+    pub scratch: PathBuf,
+    pub cpus: usize,
+}
+
+pub trait StageKind: Send + Sync {
+    fn name(&self) -> &'static str;
+    /// Bump when the implementation changes what it computes; a test compares
+    /// it against a hash of the kind's source (see `tests/kind_versions.rs`).
+    fn version(&self) -> u32;
+    fn params(&self) -> &'static [ParamDecl];
+    /// Plan-time expansion; the default is the stage itself.
+    fn expand(&self, input: &ExpandInput) -> Result<Vec<Expanded>, String> {
+        Ok(vec![Expanded {
+            suffix: String::new(),
+            kind: self.name(),
+            params: input.params.clone(),
+            deps: input.deps.clone(),
+            outs: input.outs.clone(),
+        }])
+    }
+    /// Runs in the stage's own child process, in the workspace.
+    fn run(&self, ctx: &StageContext) -> anyhow::Result<()>;
+}
+
+#[derive(Default)]
+pub struct Registry {
+    kinds: BTreeMap<&'static str, Box<dyn StageKind>>,
+}
+
+impl Registry {
+    pub fn empty() -> Self {
+        Registry::default()
+    }
+
+    /// Every kind shipped with incrpipe.
+    pub fn builtin() -> Self {
+        let mut r = Registry::empty();
+        for k in crate::stages::all() {
+            r.register(k);
+        }
+        r
+    }
+
+    pub fn register(&mut self, kind: Box<dyn StageKind>) {
+        self.kinds.insert(kind.name(), kind);
+    }
+
+    pub fn get(&self, name: &str) -> Option<&dyn StageKind> {
+        self.kinds.get(name).map(|b| b.as_ref())
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.kinds.keys().copied()
+    }
+}
+
+/// Parses a declared default.
+pub fn default_value(decl: &ParamDecl) -> Option<Value> {
+    decl.default
+        .map(|d| serde_json::from_str(d).unwrap_or_else(|_| Value::String(d.to_string())))
+}
