@@ -1,0 +1,132 @@
+//! A fluent test workspace: files in a temp dir, the real `incrpipe` binary run
+//! in it, and assertions that print the whole output when they fail.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+pub struct Ws {
+    pub dir: tempfile::TempDir,
+}
+
+pub struct Out {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+    args: String,
+}
+
+impl Out {
+    fn context(&self) -> String {
+        format!(
+            "incrpipe {}\n--- exit {}\n--- stdout:\n{}\n--- stderr:\n{}",
+            self.args, self.code, self.stdout, self.stderr
+        )
+    }
+    pub fn code(&self, want: i32) -> &Self {
+        assert_eq!(self.code, want, "unexpected exit code\n{}", self.context());
+        self
+    }
+    pub fn ok(&self) -> &Self {
+        self.code(0)
+    }
+    pub fn stderr_has(&self, s: &str) -> &Self {
+        assert!(
+            self.stderr.contains(s),
+            "stderr lacks {s:?}\n{}",
+            self.context()
+        );
+        self
+    }
+    pub fn stdout_has(&self, s: &str) -> &Self {
+        assert!(
+            self.stdout.contains(s),
+            "stdout lacks {s:?}\n{}",
+            self.context()
+        );
+        self
+    }
+    /// (ran, cached, restored) from the run summary line.
+    pub fn counts(&self) -> (usize, usize, usize) {
+        let line = self
+            .stderr
+            .lines()
+            .rev()
+            .find(|l| l.contains(" ran, "))
+            .unwrap_or_else(|| panic!("no summary\n{}", self.context()));
+        let num = |w: &str| -> usize {
+            let before = line.split(&format!(" {w}")).next().unwrap();
+            before
+                .rsplit([' ', ',', ':'])
+                .find(|s| !s.is_empty())
+                .unwrap()
+                .parse()
+                .unwrap()
+        };
+        (num("ran"), num("cached"), num("restored"))
+    }
+    pub fn ran(&self) -> usize {
+        self.counts().0
+    }
+}
+
+impl Ws {
+    pub fn new() -> Ws {
+        Ws {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+    pub fn file(&self, rel: &str, content: &str) -> &Ws {
+        let p = self.dir.path().join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, content).unwrap();
+        self
+    }
+    pub fn pipeline(&self, toml: &str) -> &Ws {
+        self.file("p.toml", toml)
+    }
+    pub fn read(&self, rel: &str) -> String {
+        std::fs::read_to_string(self.dir.path().join(rel))
+            .unwrap_or_else(|e| panic!("read {rel}: {e}"))
+    }
+    pub fn exists(&self, rel: &str) -> bool {
+        self.dir.path().join(rel).exists()
+    }
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(bin());
+        c.args(args)
+            .current_dir(self.dir.path())
+            .env_remove("INCRPIPE_CACHE")
+            .env_remove("CUDA_VISIBLE_DEVICES")
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .stdin(Stdio::null());
+        c
+    }
+    pub fn run(&self, args: &[&str]) -> Out {
+        let o: Output = self.command(args).output().unwrap();
+        Out {
+            code: o.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+            args: args.join(" "),
+        }
+    }
+    /// Lines appended by stages to `runs.log` (not an out), i.e. which stages executed.
+    pub fn runs(&self) -> Vec<String> {
+        std::fs::read_to_string(self.dir.path().join("runs.log"))
+            .unwrap_or_default()
+            .lines()
+            .map(String::from)
+            .collect()
+    }
+    pub fn clear_runs(&self) {
+        let _ = std::fs::remove_file(self.dir.path().join("runs.log"));
+    }
+}
+
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_incrpipe"))
+}

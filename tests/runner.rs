@@ -1,0 +1,472 @@
+//! The runner end to end, through the real binary.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::Ws;
+
+/// A -> B -> C chain plus an independent D; every stage logs its name to runs.log.
+const CHAIN: &str = r#"
+[pipeline]
+name = "chain"
+[params]
+seed = 1
+unrelated = "x"
+[stages.a]
+cmd = "echo a >> runs.log; mkdir -p out; cat in.txt > out/a; echo ${params.seed} >> out/a"
+deps = ["in.txt"]
+outs = ["out/a"]
+[stages.b]
+cmd = "echo b >> runs.log; cat out/a | tr a-z A-Z > out/b"
+deps = ["out/a"]
+outs = ["out/b"]
+[stages.c]
+cmd = "echo c >> runs.log; cat out/b out/b > out/c"
+deps = ["out/b"]
+outs = ["out/c"]
+[stages.d]
+cmd = "echo d >> runs.log; echo d > out-d"
+outs = ["out-d"]
+"#;
+
+fn chain() -> Ws {
+    let ws = Ws::new();
+    ws.pipeline(CHAIN).file("in.txt", "hello\n");
+    ws
+}
+
+#[test]
+fn cold_run_then_rerun_runs_nothing() {
+    let ws = chain();
+    let o = ws.run(&["run", "p.toml"]);
+    o.ok();
+    assert_eq!(o.ran(), 4);
+    assert_eq!(ws.read("out/c"), "HELLO\n1\nHELLO\n1\n");
+    ws.clear_runs();
+    let o = ws.run(&["run", "p.toml"]);
+    o.ok();
+    assert_eq!(o.counts(), (0, 4, 0));
+    assert!(ws.runs().is_empty(), "nothing may execute: {:?}", ws.runs());
+    ws.run(&["status", "p.toml"])
+        .ok()
+        .stdout_has("4 up to date");
+}
+
+#[test]
+fn changed_dep_reruns_exactly_its_cone() {
+    let ws = chain();
+    ws.run(&["run", "p.toml"]).ok();
+    ws.clear_runs();
+    ws.file("in.txt", "world\n");
+    ws.run(&["status", "p.toml"])
+        .ok()
+        .stdout_has("run      a: dep `in.txt` changed");
+    ws.run(&["run", "p.toml"]).ok();
+    assert_eq!(ws.runs(), ["a", "b", "c"]);
+    assert_eq!(ws.read("out/c"), "WORLD\n1\nWORLD\n1\n");
+}
+
+#[test]
+fn params_used_enter_the_key_and_others_do_not() {
+    let ws = chain();
+    ws.run(&["run", "p.toml"]).ok();
+    ws.clear_runs();
+    ws.pipeline(&CHAIN.replace("unrelated = \"x\"", "unrelated = \"y\""));
+    assert_eq!(
+        ws.run(&["run", "p.toml"]).ok().ran(),
+        0,
+        "an unrelated param reruns nothing"
+    );
+    ws.pipeline(&CHAIN.replace("seed = 1", "seed = 2"));
+    ws.run(&["status", "p.toml"])
+        .ok()
+        .stdout_has("param `seed` changed (1 -> 2)");
+    ws.run(&["run", "p.toml"]).ok();
+    assert_eq!(ws.runs(), ["a", "b", "c"]);
+}
+
+#[test]
+fn early_cutoff_keeps_dependants_cached() {
+    let ws = chain();
+    ws.run(&["run", "p.toml"]).ok();
+    ws.clear_runs();
+    // A different command that writes the same bytes.
+    ws.pipeline(&CHAIN.replace("cat in.txt > out/a;", "cat < in.txt > out/a;"));
+    let o = ws.run(&["run", "p.toml"]);
+    o.ok();
+    assert_eq!(ws.runs(), ["a"], "b and c must stay cached\n{}", o.stderr);
+}
+
+#[test]
+fn deleted_or_edited_outs_are_restored_from_the_cache() {
+    let ws = chain();
+    ws.run(&["run", "p.toml"]).ok();
+    ws.clear_runs();
+    std::fs::remove_file(ws.path().join("out/b")).unwrap();
+    ws.file("out/c", "tampered");
+    ws.run(&["status", "p.toml"])
+        .ok()
+        .stdout_has("restore  b")
+        .stdout_has("restore  c");
+    let o = ws.run(&["run", "p.toml"]);
+    o.ok();
+    assert_eq!(o.counts(), (0, 2, 2));
+    assert!(ws.runs().is_empty());
+    assert_eq!(ws.read("out/c"), "HELLO\n1\nHELLO\n1\n");
+    // Editing a restored out in place must not alter the cache entry (no hardlinks).
+    ws.file("out/c", "edited again");
+    ws.run(&["verify"]).ok().stdout_has("0 corrupt");
+}
+
+#[test]
+fn corrupt_entry_is_detected_and_recomputed() {
+    let ws = chain();
+    ws.run(&["run", "p.toml"]).ok();
+    // Flip the content of b's cached out, then make the runner need it.
+    let entry = walk(ws.path().join("cache/entries"))
+        .into_iter()
+        .find(|p| p.ends_with("outs/out/b"))
+        .unwrap();
+    let mut bytes = std::fs::read(&entry).unwrap();
+    bytes[0] ^= 1;
+    std::fs::write(&entry, bytes).unwrap();
+    std::fs::remove_file(ws.path().join("out/b")).unwrap();
+    ws.clear_runs();
+    ws.run(&["run", "p.toml"]).ok().stderr_has("corrupt");
+    assert_eq!(ws.runs(), ["b"]);
+    assert_eq!(ws.read("out/b"), "HELLO\n1\n");
+    ws.run(&["verify"]).ok().stdout_has("0 corrupt");
+}
+
+#[test]
+fn verify_reports_bit_flips() {
+    let ws = chain();
+    ws.run(&["run", "p.toml"]).ok();
+    let entry = walk(ws.path().join("cache/entries"))
+        .into_iter()
+        .find(|p| p.ends_with("outs/out/c"))
+        .unwrap();
+    std::fs::write(&entry, "short").unwrap();
+    ws.run(&["verify"]).code(1).stdout_has("does not match");
+    ws.clear_runs();
+    ws.run(&["run", "p.toml"]).ok();
+    assert_eq!(ws.runs(), ["c"], "the removed entry is recomputed");
+}
+
+fn walk(root: std::path::PathBuf) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![root];
+    while let Some(p) = stack.pop() {
+        if p.is_dir() {
+            stack.extend(std::fs::read_dir(&p).unwrap().map(|e| e.unwrap().path()));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+#[test]
+fn failure_stops_new_stages_and_is_not_cached() {
+    let ws = Ws::new();
+    ws.pipeline(
+        r#"
+[pipeline]
+name = "f"
+[stages.bad]
+cmd = "echo first line; echo the reason >&2; echo partial > half; exit 3"
+outs = ["half"]
+[stages.after]
+cmd = "echo after >> runs.log; touch x"
+deps = ["half"]
+outs = ["x"]
+"#,
+    );
+    let o = ws.run(&["run", "p.toml"]);
+    o.code(1)
+        .stderr_has("stage `bad` exited with status 3")
+        .stderr_has("| the reason")
+        .stderr_has("incrpipe logs bad");
+    assert!(ws.runs().is_empty());
+    ws.run(&["logs", "bad"]).ok().stdout_has("first line");
+    // Not cached: the next run tries again.
+    ws.run(&["run", "p.toml"])
+        .code(1)
+        .stderr_has("exited with status 3");
+    // An out missing after exit 0 is a failure too.
+    ws.pipeline("[pipeline]\nname = \"m\"\n[stages.s]\ncmd = \"true\"\nouts = [\"never\"]\n");
+    ws.run(&["run", "p.toml"])
+        .code(1)
+        .stderr_has("did not produce its out `never`");
+}
+
+#[test]
+fn keep_going_runs_independent_stages() {
+    let ws = Ws::new();
+    ws.pipeline(
+        r#"
+[pipeline]
+name = "k"
+[stages.bad]
+cmd = "exit 1"
+[stages.good]
+cmd = "sleep 0.3; echo good >> runs.log"
+"#,
+    );
+    ws.run(&["run", "p.toml", "-j", "1", "--keep-going"])
+        .code(1);
+    assert_eq!(ws.runs(), ["good"]);
+}
+
+#[test]
+fn retries_and_timeout() {
+    let ws = Ws::new();
+    ws.pipeline(
+        r#"
+[pipeline]
+name = "r"
+[stages.flaky]
+cmd = "echo try >> runs.log; test $INCRPIPE_ATTEMPT -ge 2 && touch done"
+outs = ["done"]
+retries = 2
+[stages.slow]
+cmd = "sleep 30"
+timeout = "1s"
+"#,
+    );
+    let t = Instant::now();
+    ws.run(&["run", "p.toml", "--keep-going"])
+        .code(1)
+        .stderr_has("stage `slow` timed out");
+    assert!(t.elapsed() < Duration::from_secs(20));
+    assert_eq!(ws.runs(), ["try", "try"]);
+    assert!(ws.exists("done"));
+}
+
+#[test]
+fn stage_environment_contract() {
+    let ws = Ws::new();
+    ws.pipeline(
+        r#"
+[pipeline]
+name = "e"
+[params]
+lr = 1e-4
+[stages.s]
+cmd = "env | grep -E '^(INCRPIPE_|RAYON_NUM|OMP_NUM|CUDA_VIS|MY_)' | sort > env.txt; cat $INCRPIPE_PARAMS > params.json; test -d $INCRPIPE_SCRATCH; echo ${params.lr} 'it''s' > arg.txt"
+outs = ["env.txt", "params.json", "arg.txt"]
+env = { MY_VAR = "v-${params.lr}" }
+resources = { cpus = 2 }
+"#,
+    );
+    ws.run(&["run", "p.toml", "-j", "2"]).ok();
+    let env = ws.read("env.txt");
+    for want in [
+        "INCRPIPE_STAGE=s",
+        "INCRPIPE_CPUS=2",
+        "RAYON_NUM_THREADS=2",
+        "OMP_NUM_THREADS=2",
+        "CUDA_VISIBLE_DEVICES=",
+        "MY_VAR=v-0.0001",
+        "INCRPIPE_KEY=",
+        "INCRPIPE_SCRATCH=",
+    ] {
+        assert!(
+            env.lines().any(|l| l.starts_with(want)),
+            "missing {want} in\n{env}"
+        );
+    }
+    let params: serde_json::Value = serde_json::from_str(&ws.read("params.json")).unwrap();
+    assert_eq!(params["params"]["lr"], serde_json::json!(0.0001));
+    assert_eq!(ws.read("arg.txt"), "0.0001 its\n");
+}
+
+#[test]
+fn gpu_stages_never_share_a_device_and_use_both() {
+    let ws = Ws::new();
+    ws.pipeline(
+        r#"
+[pipeline]
+name = "g"
+[stages.train]
+cmd = "s=$(date +%s.%N); sleep 0.6; e=$(date +%s.%N); echo \"$CUDA_VISIBLE_DEVICES $INCRPIPE_GPUS $s $e\" > gpu-${matrix.i}.txt"
+outs = ["gpu-${matrix.i}.txt"]
+matrix = { i = [1, 2, 3, 4, 5, 6] }
+resources = { gpus = 1 }
+"#,
+    );
+    ws.run(&["run", "p.toml", "-j", "6", "--gpus", "0,1"]).ok();
+    let mut spans: Vec<(String, f64, f64)> = Vec::new();
+    for i in 1..=6 {
+        let t = ws.read(&format!("gpu-{i}.txt"));
+        let f: Vec<&str> = t.split_whitespace().collect();
+        assert_eq!(f[0], f[1], "INCRPIPE_GPUS equals CUDA_VISIBLE_DEVICES");
+        assert!(f[0] == "0" || f[0] == "1", "one device each: {t}");
+        spans.push((
+            f[0].to_string(),
+            f[2].parse().unwrap(),
+            f[3].parse().unwrap(),
+        ));
+    }
+    for (i, a) in spans.iter().enumerate() {
+        for b in &spans[i + 1..] {
+            if a.0 == b.0 {
+                assert!(
+                    a.2 <= b.1 || b.2 <= a.1,
+                    "device {} shared: {a:?} {b:?}",
+                    a.0
+                );
+            }
+        }
+    }
+    let overlap = spans
+        .iter()
+        .any(|a| spans.iter().any(|b| a.0 != b.0 && a.1 < b.2 && b.1 < a.2));
+    assert!(overlap, "both devices must be used at once: {spans:?}");
+    // More GPUs than exist: an error before anything runs.
+    ws.run(&["run", "p.toml", "--gpus", ""])
+        .code(2)
+        .stderr_has("needs 1 GPU(s) but only 0");
+}
+
+#[test]
+fn sigkill_of_the_runner_then_rerun_leaves_everything_whole() {
+    let ws = Ws::new();
+    ws.pipeline(
+        r#"
+[pipeline]
+name = "k"
+[stages.slow]
+cmd = "echo start >> runs.log; sleep 2; head -c 100000 /dev/zero > big; echo end >> runs.log"
+outs = ["big"]
+[stages.next]
+cmd = "wc -c < big > size"
+deps = ["big"]
+outs = ["size"]
+"#,
+    );
+    let mut child = ws
+        .command(&["run", "p.toml"])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(700));
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let o = ws.run(&["run", "p.toml"]);
+    o.ok();
+    assert_eq!(ws.read("size").trim(), "100000");
+    assert_eq!(
+        ws.runs().iter().filter(|l| *l == "end").count(),
+        1,
+        "the killed attempt never finished: {:?}",
+        ws.runs()
+    );
+    ws.run(&["verify"]).ok().stdout_has("0 corrupt");
+}
+
+#[test]
+fn sigint_stops_children_cleanly() {
+    let ws = Ws::new();
+    ws.pipeline("[pipeline]\nname = \"i\"\n[stages.s]\ncmd = \"trap 'echo term >> runs.log; exit 1' TERM; sleep 30 & wait\"\n");
+    let mut child = ws
+        .command(&["run", "p.toml"])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(800));
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGINT);
+    }
+    let t = Instant::now();
+    let st = child.wait().unwrap();
+    assert!(t.elapsed() < Duration::from_secs(8));
+    assert_eq!(st.code(), Some(130));
+    assert_eq!(ws.runs(), ["term"], "the stage got SIGTERM");
+}
+
+#[test]
+fn a_second_runner_waits_or_fails_clearly() {
+    let ws = Ws::new();
+    ws.pipeline("[pipeline]\nname = \"l\"\n[stages.s]\ncmd = \"sleep 1.5; echo s >> runs.log; touch o\"\nouts = [\"o\"]\n");
+    let mut first = ws
+        .command(&["run", "p.toml"])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(400));
+    ws.run(&["run", "p.toml", "--no-wait"])
+        .code(1)
+        .stderr_has("state/lock");
+    let second = ws.run(&["run", "p.toml"]);
+    second.ok().stderr_has("waiting for another incrpipe run");
+    assert!(first.wait().unwrap().success());
+    assert_eq!(ws.runs(), ["s"], "the stage ran once");
+    assert_eq!(second.counts(), (0, 1, 0));
+}
+
+#[test]
+fn run_selected_stages_and_force() {
+    let ws = chain();
+    ws.run(&["run", "p.toml", "b"]).ok();
+    assert_eq!(ws.runs(), ["a", "b"]);
+    ws.clear_runs();
+    ws.run(&["run", "p.toml", "--force", "b"]).ok();
+    let mut runs = ws.runs();
+    runs.sort();
+    assert_eq!(
+        runs,
+        ["b", "c", "d"],
+        "a stays cached, b is forced, c and d never ran"
+    );
+}
+
+#[test]
+fn gc_drops_unreachable_entries() {
+    let ws = chain();
+    ws.run(&["run", "p.toml"]).ok();
+    ws.pipeline(&CHAIN.replace("seed = 1", "seed = 2"));
+    ws.run(&["run", "p.toml"]).ok();
+    ws.run(&["gc", "p.toml"])
+        .ok()
+        .stdout_has("kept 4 entries, removed 3");
+    ws.clear_runs();
+    ws.run(&["run", "p.toml"]).ok();
+    assert!(ws.runs().is_empty());
+}
+
+#[test]
+fn thousand_stage_pipeline_reruns_exactly_the_cone() {
+    let ws = Ws::new();
+    let (width, layers) = (50, 20);
+    let mut p = String::from("[pipeline]\nname = \"big\"\n");
+    for l in 0..layers {
+        for w in 0..width {
+            let deps = if l == 0 {
+                vec![format!("in/{w}")]
+            } else {
+                vec![
+                    format!("o/{}/{w}", l - 1),
+                    format!("o/{}/{}", l - 1, (w + 1) % width),
+                ]
+            };
+            let quoted: Vec<String> = deps.iter().map(|d| format!("\"{d}\"")).collect();
+            p.push_str(&format!(
+                "[stages.s{l}_{w}]\ncmd = \"mkdir -p o/{l}; cat {} > o/{l}/{w}\"\ndeps = [{}]\nouts = [\"o/{l}/{w}\"]\n",
+                deps.join(" "),
+                quoted.join(", ")
+            ));
+        }
+    }
+    ws.pipeline(&p);
+    for w in 0..width {
+        ws.file(&format!("in/{w}"), &format!("{w}\n"));
+    }
+    assert_eq!(ws.run(&["run", "p.toml"]).ok().ran(), 1000);
+    assert_eq!(ws.run(&["run", "p.toml"]).ok().ran(), 0);
+    ws.file("in/7", "changed\n");
+    // Stage (l, w) reads (l-1, w) and (l-1, w+1): the cone of column 7 at layer l is w in [7-l, 7].
+    let cone: usize = (0..layers).map(|l| (l + 1).min(width)).sum();
+    assert_eq!(ws.run(&["run", "p.toml"]).ok().ran(), cone);
+}
