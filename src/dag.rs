@@ -97,9 +97,14 @@ impl Dag {
                             o.get_ref()
                         )
                     };
+                    let (line, col) = p
+                        .diag(Some(other.span()), "")
+                        .line_column()
+                        .unwrap_or((0, 0));
                     return Err(p.diag(Some(o.span()), msg).with_help(format!(
-                        "every file or directory has one producing stage; the other one is declared here: line of `{}`",
-                        other.get_ref()
+                        "every file or directory has one producing stage; the other declaration, `{}`, is at {}:{line}:{col}",
+                        other.get_ref(),
+                        p.file.display()
                     )));
                 }
                 out_owner.insert(w.clone(), (i, o.clone()));

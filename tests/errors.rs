@@ -1,0 +1,149 @@
+//! Every class of bad pipeline gets a located, explained error, exit code 2,
+//! and no stage runs. Messages are snapshot-tested (tests/snapshots/).
+
+mod common;
+
+use common::Ws;
+
+/// Runs a broken pipeline; asserts exit 2 and that nothing ran; returns stderr
+/// with the temp workspace path replaced.
+fn error_of(pipeline: &[u8]) -> String {
+    let ws = Ws::new();
+    std::fs::write(ws.path().join("p.toml"), pipeline).unwrap();
+    ws.file("exists.txt", "x");
+    let o = ws.run(&["run", "p.toml"]);
+    o.code(2);
+    assert!(ws.runs().is_empty(), "no stage may run on bad input");
+    let ws_path = ws.path().canonicalize().unwrap();
+    o.stderr.replace(&ws_path.display().to_string(), "[WS]")
+}
+
+const HEAD: &str = "[pipeline]\nname = \"t\"\n";
+
+fn with(body: &str) -> Vec<u8> {
+    format!("{HEAD}{body}").into_bytes()
+}
+
+#[test]
+fn toml_syntax() {
+    insta::assert_snapshot!(error_of(&with("[stages.a]\ncmd = \"echo >> runs.log\n")));
+}
+
+#[test]
+fn unknown_key() {
+    insta::assert_snapshot!(error_of(&with(
+        "[stages.a]\ncmd = \"echo a >> runs.log\"\ndepz = [\"x\"]\n"
+    )));
+}
+
+#[test]
+fn wrong_type() {
+    insta::assert_snapshot!(error_of(&with(
+        "[stages.a]\ncmd = \"echo a >> runs.log\"\nouts = \"o\"\n"
+    )));
+}
+
+#[test]
+fn missing_stage_in_needs() {
+    insta::assert_snapshot!(error_of(&with(
+        "[stages.prep]\ncmd = \"echo >> runs.log\"\n[stages.b]\ncmd = \"echo >> runs.log\"\nneeds = [\"prepp\"]\n"
+    )));
+}
+
+#[test]
+fn cycle_through_needs() {
+    insta::assert_snapshot!(error_of(&with(
+        "[stages.a]\ncmd = \"echo >> runs.log\"\nneeds = [\"c\"]\n[stages.b]\ncmd = \"echo >> runs.log\"\nneeds = [\"a\"]\n[stages.c]\ncmd = \"echo >> runs.log\"\nneeds = [\"b\"]\n"
+    )));
+}
+
+#[test]
+fn cycle_through_files() {
+    insta::assert_snapshot!(error_of(&with(
+        "[stages.a]\ncmd = \"echo >> runs.log\"\ndeps = [\"y\"]\nouts = [\"x\"]\n[stages.b]\ncmd = \"echo >> runs.log\"\ndeps = [\"x\"]\nouts = [\"y\"]\n"
+    )));
+}
+
+#[test]
+fn duplicate_out() {
+    insta::assert_snapshot!(error_of(&with(
+        "[stages.a]\ncmd = \"echo >> runs.log\"\nouts = [\"o\"]\n[stages.b]\ncmd = \"echo >> runs.log\"\nouts = [\"./o\"]\n"
+    )));
+}
+
+#[test]
+fn out_outside_workspace() {
+    insta::assert_snapshot!(error_of(&with(
+        "[stages.a]\ncmd = \"echo >> runs.log\"\nouts = [\"../escape\"]\n"
+    )));
+}
+
+#[test]
+fn undefined_parameter() {
+    insta::assert_snapshot!(error_of(&with(
+        "[params]\nseed = 1\n[stages.a]\ncmd = \"echo ${params.sead} >> runs.log\"\n"
+    )));
+}
+
+#[test]
+fn undefined_matrix_value() {
+    insta::assert_snapshot!(error_of(&with(
+        "[stages.a]\ncmd = \"echo ${matrix.net} >> runs.log\"\n"
+    )));
+}
+
+#[test]
+fn bad_matrix() {
+    insta::assert_snapshot!(error_of(&with(
+        "[stages.a]\ncmd = \"echo >> runs.log\"\nmatrix = { net = [] }\n"
+    )));
+    insta::assert_snapshot!(error_of(&with(
+        "[stages.a]\ncmd = \"echo >> runs.log\"\nmatrix = { net = [[1]] }\n"
+    )));
+}
+
+#[test]
+fn unknown_kind() {
+    insta::assert_snapshot!(error_of(&with("[stages.a]\nkind = \"no-such-kind\"\n")));
+}
+
+#[test]
+fn missing_dep_file() {
+    insta::assert_snapshot!(error_of(&with(
+        "[stages.a]\ncmd = \"echo >> runs.log\"\ndeps = [\"exists.txt\", \"missing.txt\"]\n"
+    )));
+}
+
+#[test]
+fn impossible_resources() {
+    insta::assert_snapshot!(error_of(&with(
+        "[stages.a]\ncmd = \"echo >> runs.log\"\nresources = { gpus = 2 }\n"
+    )));
+    insta::assert_snapshot!(error_of(&with(
+        "[stages.a]\ncmd = \"echo >> runs.log\"\nresources = { cpus = -1 }\n"
+    )));
+}
+
+#[test]
+fn invalid_utf8() {
+    let mut bytes = with("[stages.a]\ncmd = \"echo ");
+    bytes.extend_from_slice(&[0xff, 0xfe]);
+    bytes.extend_from_slice(b" >> runs.log\"\n");
+    insta::assert_snapshot!(error_of(&bytes));
+}
+
+#[test]
+fn cmd_and_kind_together_or_neither() {
+    insta::assert_snapshot!(error_of(&with(
+        "[stages.a]\ncmd = \"echo >> runs.log\"\nkind = \"x\"\n"
+    )));
+    insta::assert_snapshot!(error_of(&with("[stages.a]\ndeps = []\n")));
+}
+
+#[test]
+fn missing_pipeline_file() {
+    let ws = Ws::new();
+    ws.run(&["run", "nope.toml"])
+        .code(2)
+        .stderr_has("cannot read pipeline file");
+}
