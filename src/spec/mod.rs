@@ -513,7 +513,11 @@ impl Expander<'_> {
                 self.inner_span(s, r.range.clone()),
                 format!(
                     "undefined {} `{}`",
-                    r.scope.as_str().trim_end_matches('s'),
+                    if r.scope == Scope::Params {
+                        "parameter"
+                    } else {
+                        "matrix axis"
+                    },
                     r.name
                 ),
             );
