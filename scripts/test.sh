@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# The test command (README, .ci/run): installs what the tests need, runs the whole
+# suite, compiles the CUDA path, and ends with one summary line.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+log=$(mktemp)
+status=0
+
+# Everything optimised (see Cargo.toml profiles); --locked keeps CI on Cargo.lock.
+cargo test --locked --all-targets 2>&1 | tee "$log" || status=1
+# The GPU backend must keep compiling even where no GPU exists.
+if ! cargo check --locked --features cuda --lib --bins 2>&1 | tail -n 3; then
+  echo "cargo check --features cuda failed"
+  status=1
+fi
+
+passed=$(grep -E '^test result:' "$log" | sed -E 's/.* ([0-9]+) passed.*/\1/' | paste -sd+ - | bc)
+failed=$(grep -E '^test result:' "$log" | sed -E 's/.* ([0-9]+) failed.*/\1/' | paste -sd+ - | bc)
+rm -f "$log"
+echo "${passed:-0} passed, ${failed:-0} failed"
+exit $status
