@@ -1,1 +1,3 @@
 //! incrpipe: a declarative experiment-pipeline runner.
+
+pub mod download;
