@@ -13,7 +13,8 @@ use flate2::Compression;
 use flate2::write::GzEncoder;
 use incrpipe::download::{
     ArchiveCheck, ArchiveChecksum, BATCHES_DIR, DownloadError, EXPECTED_FILES, FetchOptions,
-    META_FILE, Source, expected_data_checksum, fetch_cifar10, verify_dir,
+    META_FILE, MIRROR_ENV, Source, expected_data_checksum, fetch_cifar10, fetch_cifar10_with_env,
+    verify_dir,
 };
 use sha2::{Digest, Sha256};
 use tar::{EntryType, Header};
@@ -227,11 +228,18 @@ fn mirror_options(mirror: &Path) -> FetchOptions {
     }
 }
 
-/// The output is exactly the six verified files plus the meta file, re-read from disk.
+/// The output holds exactly the six data files (right sizes) and the meta file. Content
+/// is re-hashed with `verify_dir` only in the HTTP test, to keep the suite quick.
 fn assert_complete_output(dest: &Path) {
     let dir = dest.join(BATCHES_DIR);
-    let verified = verify_dir(&dir).unwrap();
-    assert_eq!(verified.len(), 6);
+    for f in EXPECTED_FILES {
+        assert_eq!(
+            fs::metadata(dir.join(f.name)).unwrap().len(),
+            f.bytes,
+            "{}",
+            f.name
+        );
+    }
     assert_eq!(
         fs::read(dir.join(META_FILE)).unwrap(),
         fs::read(data_dir().join(META_FILE)).unwrap()
@@ -287,6 +295,8 @@ fn http_download_verifies_unpacks_and_reports() {
     );
 
     assert_complete_output(&dest);
+    // Re-read what was written: it is the real data, not just what the report claims.
+    assert_eq!(verify_dir(&dest.join(BATCHES_DIR)).unwrap(), report.files);
     // The downloaded archive and the staging directory are gone.
     assert_eq!(fs::read_dir(parent.path()).unwrap().count(), 1);
     assert_eq!(fs::read_dir(&dest).unwrap().count(), 1);
@@ -657,6 +667,46 @@ fn env_mirror_is_used_when_no_mirror_is_given() {
         other => panic!("expected UnreadableMirror, got {other:?}"),
     }
     assert_nothing_left(&parent);
+}
+
+/// Set in the child process of `the_wrapper_reads_incrpipe_cifar10`.
+const CHILD_MARKER: &str = "INCRPIPE_DOWNLOAD_TEST_CHILD";
+
+/// `fetch_cifar10_with_env` reads INCRPIPE_CIFAR10. The variable is set only in a child
+/// process (this test binary again), because the environment is process-global and the
+/// other tests run in parallel threads.
+#[test]
+fn the_wrapper_reads_incrpipe_cifar10() {
+    if std::env::var_os(CHILD_MARKER).is_some() {
+        // Child: the URL would answer 404; the error must name the env's mirror instead.
+        let (parent, dest) = workspace();
+        let base = serve(vec![]);
+        let options = url_options(format!("{base}/x.tar.gz"), ArchiveCheck::Auto);
+        match fetch_cifar10_with_env(&dest, &options).unwrap_err() {
+            DownloadError::UnreadableMirror { path, .. } => {
+                assert_eq!(path, Path::new("/nonexistent/incrpipe-env-mirror"));
+            }
+            other => panic!("expected UnreadableMirror, got {other:?}"),
+        }
+        assert_nothing_left(&parent);
+        return;
+    }
+    let output = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "the_wrapper_reads_incrpipe_cifar10",
+            "--nocapture",
+        ])
+        .env(CHILD_MARKER, "1")
+        .env(MIRROR_ENV, "/nonexistent/incrpipe-env-mirror")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success() && stdout.contains("1 passed"),
+        "child failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
 }
 
 #[test]
