@@ -645,7 +645,10 @@ fn local_archive_mirror_and_its_checksum() {
 fn env_mirror_is_used_when_no_mirror_is_given() {
     // The URL answers 404, so success proves the INCRPIPE_CIFAR10 value was used.
     let base = serve(vec![]);
-    let (_parent, dest) = workspace();
+    let (parent, dest) = workspace();
+    // The destination already exists (as a runner-made output directory would): the
+    // batches directory is moved into it and the staging directory removed.
+    fs::create_dir(&dest).unwrap();
     let options = FetchOptions {
         url: format!("{base}/cifar-10-binary.tar.gz"),
         env_mirror: Some(shared_archive().to_path_buf()),
@@ -654,6 +657,8 @@ fn env_mirror_is_used_when_no_mirror_is_given() {
     let report = fetch_cifar10(&dest, &options).unwrap();
     assert!(matches!(report.source, Source::LocalArchive { .. }));
     assert_complete_output(&dest);
+    assert_eq!(fs::read_dir(parent.path()).unwrap().count(), 1);
+    assert_eq!(fs::read_dir(&dest).unwrap().count(), 1);
 
     // An explicit mirror wins over the environment's.
     let missing = dest.join("no-such-mirror");
