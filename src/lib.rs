@@ -10,6 +10,7 @@
 pub mod cache;
 pub mod dag;
 pub mod diag;
+pub mod download;
 pub mod fsutil;
 pub mod gc;
 pub mod hash;
