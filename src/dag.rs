@@ -202,10 +202,10 @@ impl Dag {
         for n in &mut nodes {
             n.upstream.sort_unstable();
         }
-        let order = match toposort(&graph, None) {
-            Ok(o) => o.into_iter().map(|n| graph[n]).collect(),
-            Err(_) => return Err(cycle_error(p, &graph, &nodes)),
-        };
+        if toposort(&graph, None).is_err() {
+            return Err(cycle_error(p, &graph, &nodes));
+        }
+        let order = stable_order(&nodes);
         Ok(Dag {
             nodes,
             order,
@@ -235,6 +235,30 @@ impl Dag {
             .neighbors(NodeIndex::new(i))
             .map(|n| self.graph[n])
     }
+}
+
+/// Kahn's algorithm taking the lowest ready index first, so the order (and the
+/// order stages start in) follows the file's sorted stage names, not hash order.
+fn stable_order(nodes: &[Node]) -> Vec<usize> {
+    let mut indegree: Vec<usize> = nodes.iter().map(|n| n.upstream.len()).collect();
+    let mut down: Vec<Vec<usize>> = vec![Vec::new(); nodes.len()];
+    for (i, n) in nodes.iter().enumerate() {
+        for &u in &n.upstream {
+            down[u].push(i);
+        }
+    }
+    let mut ready: BTreeSet<usize> = (0..nodes.len()).filter(|i| indegree[*i] == 0).collect();
+    let mut order = Vec::with_capacity(nodes.len());
+    while let Some(i) = ready.pop_first() {
+        order.push(i);
+        for &d in &down[i] {
+            indegree[d] -= 1;
+            if indegree[d] == 0 {
+                ready.insert(d);
+            }
+        }
+    }
+    order
 }
 
 /// Stages matched by a selector: a stage table name (every instance), an exact

@@ -7,6 +7,7 @@
 // Errors here are rare, located diagnostics, never on a hot path: their size does not matter.
 #![allow(clippy::result_large_err)]
 
+pub mod bench_runner;
 pub mod cache;
 pub mod dag;
 pub mod diag;

@@ -67,9 +67,27 @@ enum Cmd {
     Gc { files: Vec<PathBuf> },
     /// Re-hash every cache entry; remove and report corrupt ones.
     Verify,
+    /// Benchmarks (figures in the README).
+    #[command(subcommand)]
+    Bench(BenchCmd),
     /// Runs a built-in stage kind (the runner's child process).
     #[command(name = "__stage", hide = true)]
     Stage { kind: String },
+}
+
+#[derive(Subcommand)]
+enum BenchCmd {
+    /// The runner on a synthetic pipeline of LAYERS x WIDTH trivial stages.
+    Runner {
+        #[arg(long, default_value_t = 50)]
+        width: usize,
+        #[arg(long, default_value_t = 20)]
+        layers: usize,
+        #[arg(short, long, default_value_t = 1)]
+        jobs: u32,
+        #[arg(long, default_value_t = 5)]
+        repeats: usize,
+    },
 }
 
 fn main() -> ExitCode {
@@ -211,6 +229,27 @@ fn main() -> ExitCode {
             }
         }
         Cmd::Stage { kind } => run_stage(&registry, &kind),
+        Cmd::Bench(BenchCmd::Runner { width, layers, jobs, repeats }) => {
+            let dir = match tempfile_dir() {
+                Ok(d) => d,
+                Err(e) => return fail(1, &e.to_string()),
+            };
+            let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("incrpipe"));
+            let r = incrpipe::bench_runner::run(&exe, &dir, width, layers, jobs, repeats);
+            let _ = std::fs::remove_dir_all(&dir);
+            match r {
+                Ok(b) => {
+                    use incrpipe::bench_runner::median;
+                    println!("runner benchmark: {} stages ({layers} layers x {width}), -j {jobs}", b.stages);
+                    println!("  cold run            {:8.2} s  (commands themselves {:.2} s)", b.cold_s, b.commands_s);
+                    println!("  overhead per stage  {:8.2} ms (cold wall x jobs - commands) / stages", b.overhead_ms_per_stage);
+                    println!("  no-op rerun         {:8.1} ms median of {repeats} (min {:.1})", median(&b.noop_rerun_ms), b.noop_rerun_ms.iter().cloned().fold(f64::MAX, f64::min));
+                    println!("  status              {:8.1} ms median of {repeats} (min {:.1})", median(&b.status_ms), b.status_ms.iter().cloned().fold(f64::MAX, f64::min));
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(1, &format!("{e:#}")),
+            }
+        }
     }
 }
 
@@ -323,23 +362,29 @@ fn cmd_gc(
     ExitCode::SUCCESS
 }
 
+fn tempfile_dir() -> std::io::Result<PathBuf> {
+    let d = std::env::temp_dir().join(format!("incrpipe-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&d)?;
+    Ok(d)
+}
+
 /// The child-process side of a built-in stage.
 fn run_stage(registry: &Registry, kind: &str) -> ExitCode {
     let Some(k) = registry.get(kind) else {
         return fail(2, &format!("unknown stage kind `{kind}`"));
     };
     let env = |n: &str| std::env::var(n).unwrap_or_default();
-    let params = std::fs::read(env("INCRPIPE_PARAMS"))
-        .ok()
-        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-        .and_then(|v| serde_json::from_value(v["params"].clone()).ok())
-        .unwrap_or_default();
+    let file: serde_json::Value =
+        std::fs::read(env("INCRPIPE_PARAMS")).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
+    let list = |k: &str| serde_json::from_value::<Vec<String>>(file[k].clone()).unwrap_or_default();
     let ctx = StageContext {
         stage: env("INCRPIPE_STAGE"),
         key: env("INCRPIPE_KEY"),
-        params,
+        params: serde_json::from_value(file["params"].clone()).unwrap_or_default(),
         scratch: PathBuf::from(env("INCRPIPE_SCRATCH")),
         cpus: env("INCRPIPE_CPUS").parse().unwrap_or(1),
+        deps: list("deps"),
+        outs: list("outs"),
     };
     match k.run(&ctx) {
         Ok(()) => ExitCode::SUCCESS,

@@ -45,6 +45,9 @@ pub struct StageContext {
     pub params: BTreeMap<String, Value>,
     pub scratch: PathBuf,
     pub cpus: usize,
+    /// The stage's deps and outs, workspace-relative, as the runner resolved them.
+    pub deps: Vec<String>,
+    pub outs: Vec<String>,
 }
 
 pub trait StageKind: Send + Sync {
@@ -53,6 +56,9 @@ pub trait StageKind: Send + Sync {
     /// it against a hash of the kind's source (see `tests/kind_versions.rs`).
     fn version(&self) -> u32;
     fn params(&self) -> &'static [ParamDecl];
+    /// The source text of the files that implement the kind (`include_str!`),
+    /// hashed by a test that insists the version changes when they do.
+    fn sources(&self) -> &'static [&'static str];
     /// Plan-time expansion; the default is the stage itself.
     fn expand(&self, input: &ExpandInput) -> Result<Vec<Expanded>, String> {
         Ok(vec![Expanded {

@@ -1,8 +1,10 @@
 //! Built-in stage kinds (registered in [`crate::registry::Registry::builtin`]).
 
+mod download_cifar;
+
 use crate::registry::StageKind;
 
 /// Every built-in kind.
 pub fn all() -> Vec<Box<dyn StageKind>> {
-    Vec::new()
+    vec![Box::new(download_cifar::DownloadCifar)]
 }

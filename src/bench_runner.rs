@@ -1,0 +1,84 @@
+//! The runner benchmark (`incrpipe bench runner`, `just bench-runner`): a
+//! synthetic pipeline of `layers x width` trivial cmd stages, each reading two
+//! outputs of the layer above. Measures the cold run (and how much of it is not
+//! the commands' own time), the no-op rerun and `status`, each as the user
+//! sees it: a whole `incrpipe` process.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use crate::cache::Cache;
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RunnerBench {
+    pub stages: usize,
+    pub jobs: u32,
+    pub cold_s: f64,
+    /// Sum of the stages' own run times as the runner measured them.
+    pub commands_s: f64,
+    /// (cold wall time x jobs - commands) / stages.
+    pub overhead_ms_per_stage: f64,
+    pub noop_rerun_ms: Vec<f64>,
+    pub status_ms: Vec<f64>,
+}
+
+pub fn median(v: &[f64]) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    s[s.len() / 2]
+}
+
+/// Writes the synthetic pipeline and its inputs into `dir`.
+pub fn generate(dir: &Path, width: usize, layers: usize) -> std::io::Result<PathBuf> {
+    let mut p = String::from("[pipeline]\nname = \"bench\"\n");
+    std::fs::create_dir_all(dir.join("in"))?;
+    for w in 0..width {
+        std::fs::write(dir.join(format!("in/{w}")), format!("{w}\n"))?;
+    }
+    for l in 0..layers {
+        for w in 0..width {
+            let deps = if l == 0 { vec![format!("in/{w}")] } else { vec![format!("o/{}/{w}", l - 1), format!("o/{}/{}", l - 1, (w + 1) % width)] };
+            let quoted: Vec<String> = deps.iter().map(|d| format!("\"{d}\"")).collect();
+            p.push_str(&format!(
+                "[stages.s{l}_{w}]\ncmd = \"mkdir -p o/{l} && cat {} > o/{l}/{w}\"\ndeps = [{}]\nouts = [\"o/{l}/{w}\"]\n",
+                deps.join(" "),
+                quoted.join(", ")
+            ));
+        }
+    }
+    let file = dir.join("bench.toml");
+    std::fs::write(&file, p)?;
+    Ok(file)
+}
+
+/// Runs the benchmark with the `incrpipe` binary `exe` in a fresh `dir`.
+pub fn run(exe: &Path, dir: &Path, width: usize, layers: usize, jobs: u32, repeats: usize) -> anyhow::Result<RunnerBench> {
+    generate(dir, width, layers)?;
+    let time = |args: &[&str]| -> anyhow::Result<f64> {
+        let t = Instant::now();
+        let o = Command::new(exe).args(args).current_dir(dir).env_remove("INCRPIPE_CACHE").output()?;
+        anyhow::ensure!(o.status.success(), "incrpipe {} failed: {}", args.join(" "), String::from_utf8_lossy(&o.stderr));
+        Ok(t.elapsed().as_secs_f64())
+    };
+    let j = jobs.to_string();
+    let cold_s = time(&["run", "bench.toml", "-j", &j])?;
+    let cache = Cache::open(&dir.join("cache"))?;
+    let commands_s: f64 = cache.keys().iter().filter_map(|k| cache.lookup(k)).map(|m| m.seconds).sum();
+    let stages = width * layers;
+    let mut noop = Vec::new();
+    let mut status = Vec::new();
+    for _ in 0..repeats {
+        noop.push(time(&["run", "bench.toml", "-j", &j])? * 1e3);
+        status.push(time(&["status", "bench.toml"])? * 1e3);
+    }
+    Ok(RunnerBench {
+        stages,
+        jobs,
+        cold_s,
+        commands_s,
+        overhead_ms_per_stage: (cold_s * jobs as f64 - commands_s) / stages as f64 * 1e3,
+        noop_rerun_ms: noop,
+        status_ms: status,
+    })
+}
