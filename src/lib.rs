@@ -1,1 +1,2 @@
 //! incrpipe: a declarative experiment-pipeline runner.
+pub mod engine;
