@@ -11,7 +11,7 @@ use incrpipe::engine::checkpoint;
 use incrpipe::engine::data::{self, Cifar10, DataConfig};
 use incrpipe::engine::model::{NetSpec, SubNet};
 use incrpipe::engine::train::{
-    self, Ctx, EpochRecord, Method, PhaseKind, RunState, Split, TrainConfig,
+    self, Ctx, EpochRecord, Method, PhaseKind, RunState, Split, Stage, TrainConfig,
 };
 use std::sync::OnceLock;
 
@@ -133,6 +133,35 @@ fn determinism_chain_of_phases_and_resume() {
         s = hand_over(train::train_phase(ctx, s, None, &d).unwrap(), 2 * k);
     }
     assert_same(&a.state, &s, "chain of phases");
+
+    // The same chain as resumable pipeline stages, with the second train stage killed once
+    // mid-phase (after global epoch 4) and restarted from its checkpoint directory.
+    let stages = [
+        Stage::Train,
+        Stage::GrowLookahead,
+        Stage::Train,
+        Stage::GrowLookahead,
+        Stage::Train,
+    ];
+    let mut s = train::initial_state::<AB>(ctx, &d);
+    for (i, st) in stages.into_iter().enumerate() {
+        let dir = tmp.path().join(format!("stage-ckpt{i}"));
+        let input = s.clone();
+        if i == 2 {
+            let mut c = cfg.clone();
+            c.interrupt_after_epoch = Some(4);
+            let ctx_k = Ctx { cfg: &c, ..ctx };
+            let r = train::run_stage(ctx_k, s.clone(), st, &dir, &d);
+            assert!(matches!(r, Err(EngineError::Interrupted(4))));
+        }
+        s = train::run_stage(ctx, s, st, &dir, &d).unwrap();
+        // Re-running a finished stage with the same input returns its result without
+        // training again.
+        let again = train::run_stage(ctx, input, st, &dir, &d).unwrap();
+        assert_eq!(again.progress, s.progress);
+    }
+    assert_same(&a.state, &s, "resumable stages");
+    assert_eq!(train::test_accuracy(ctx, &s), a.test_acc);
 
     // Killed mid-phase (epoch 4: inside T2, with optimiser state) and after a look-ahead
     // epoch (6), resumed each time from the checkpoint directory.

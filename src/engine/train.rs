@@ -315,6 +315,57 @@ pub fn resume_phase<B: AutodiffBackend>(
     run_phase(ctx, state, kind, Some(optim), ckpt, device)
 }
 
+/// One pipeline stage: a phase run from the state handed over by the previous stage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Stage {
+    /// Train the network as it is (S1 at the start, or after a look-ahead).
+    Train,
+    /// Grow S_{k+1} and train the whole network (method `random`).
+    GrowTrain,
+    /// Grow S_{k+1} and look ahead with S1..Sk frozen (method `lookahead`).
+    GrowLookahead,
+}
+
+/// Runs one stage with checkpoints in `ckpt`, resuming when that directory already holds a
+/// checkpoint of this stage (a killed stage restarted with the same input ends bit-identical).
+/// `input` is the state the previous stage produced (or [`initial_state`]).
+pub fn run_stage<B: AutodiffBackend>(
+    ctx: Ctx,
+    input: RunState<B>,
+    stage: Stage,
+    ckpt: &Path,
+    device: &B::Device,
+) -> Result<RunState<B>> {
+    let before = input.progress.phases.len();
+    if let Some((s, optim)) = checkpoint::load::<B>(ckpt, ctx, device)? {
+        let done = s.progress.phases.len();
+        if done > before {
+            // The stage had finished; its final checkpoint is the result.
+            return Ok(s);
+        }
+        if done == before && s.progress.current.is_some() {
+            let optim = optim.unwrap_or_else(|| ctx.cfg.optim.build());
+            return resume_phase(ctx, s, optim, Some(ckpt), device);
+        }
+    }
+    match stage {
+        Stage::Train => train_phase(ctx, input, Some(ckpt), device),
+        Stage::GrowTrain => train_phase(ctx, grow(ctx, input, device), Some(ckpt), device),
+        Stage::GrowLookahead => lookahead_phase(ctx, grow(ctx, input, device), Some(ckpt), device),
+    }
+}
+
+/// Final test accuracy of a state's network.
+pub fn test_accuracy<B: AutodiffBackend>(ctx: Ctx, state: &RunState<B>) -> f64 {
+    evaluate(
+        &state.net.valid(),
+        &ctx.data.test,
+        &ctx.data.norm,
+        ctx.cfg.eval_batch_size,
+    )
+}
+
 /// What [`run`] does next, derived from the progress alone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NextStep {
