@@ -16,7 +16,14 @@ fn trainable(net: &Net<B>, spec: &NetSpec) -> u64 {
 #[test]
 fn resnet_shapes_and_counts_match_built_modules() {
     let d = cpu_device();
-    for name in ["resnet8", "resnet20", "resnet32", "resnet8-w4"] {
+    for name in [
+        "resnet8",
+        "resnet20",
+        "resnet32",
+        "resnet44",
+        "resnet56",
+        "resnet8-w4",
+    ] {
         let spec = NetSpec::parse(name).unwrap();
         assert_eq!(spec.k(), 3, "{name}");
         let mut net = Net::<B>::init(&spec, 1, 7, &d);
