@@ -38,7 +38,14 @@ pub fn generate(dir: &Path, width: usize, layers: usize) -> std::io::Result<Path
     }
     for l in 0..layers {
         for w in 0..width {
-            let deps = if l == 0 { vec![format!("in/{w}")] } else { vec![format!("o/{}/{w}", l - 1), format!("o/{}/{}", l - 1, (w + 1) % width)] };
+            let deps = if l == 0 {
+                vec![format!("in/{w}")]
+            } else {
+                vec![
+                    format!("o/{}/{w}", l - 1),
+                    format!("o/{}/{}", l - 1, (w + 1) % width),
+                ]
+            };
             let quoted: Vec<String> = deps.iter().map(|d| format!("\"{d}\"")).collect();
             p.push_str(&format!(
                 "[stages.s{l}_{w}]\ncmd = \"mkdir -p o/{l} && cat {} > o/{l}/{w}\"\ndeps = [{}]\nouts = [\"o/{l}/{w}\"]\n",
@@ -53,18 +60,39 @@ pub fn generate(dir: &Path, width: usize, layers: usize) -> std::io::Result<Path
 }
 
 /// Runs the benchmark with the `incrpipe` binary `exe` in a fresh `dir`.
-pub fn run(exe: &Path, dir: &Path, width: usize, layers: usize, jobs: u32, repeats: usize) -> anyhow::Result<RunnerBench> {
+pub fn run(
+    exe: &Path,
+    dir: &Path,
+    width: usize,
+    layers: usize,
+    jobs: u32,
+    repeats: usize,
+) -> anyhow::Result<RunnerBench> {
     generate(dir, width, layers)?;
     let time = |args: &[&str]| -> anyhow::Result<f64> {
         let t = Instant::now();
-        let o = Command::new(exe).args(args).current_dir(dir).env_remove("INCRPIPE_CACHE").output()?;
-        anyhow::ensure!(o.status.success(), "incrpipe {} failed: {}", args.join(" "), String::from_utf8_lossy(&o.stderr));
+        let o = Command::new(exe)
+            .args(args)
+            .current_dir(dir)
+            .env_remove("INCRPIPE_CACHE")
+            .output()?;
+        anyhow::ensure!(
+            o.status.success(),
+            "incrpipe {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&o.stderr)
+        );
         Ok(t.elapsed().as_secs_f64())
     };
     let j = jobs.to_string();
     let cold_s = time(&["run", "bench.toml", "-j", &j])?;
     let cache = Cache::open(&dir.join("cache"))?;
-    let commands_s: f64 = cache.keys().iter().filter_map(|k| cache.lookup(k)).map(|m| m.seconds).sum();
+    let commands_s: f64 = cache
+        .keys()
+        .iter()
+        .filter_map(|k| cache.lookup(k))
+        .map(|m| m.seconds)
+        .sum();
     let stages = width * layers;
     let mut noop = Vec::new();
     let mut status = Vec::new();

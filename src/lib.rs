@@ -12,6 +12,7 @@ pub mod cache;
 pub mod dag;
 pub mod diag;
 pub mod download;
+pub mod engine;
 pub mod fsutil;
 pub mod gc;
 pub mod hash;

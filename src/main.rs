@@ -4,6 +4,8 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+mod cmd;
+
 use clap::{Parser, Subcommand};
 use incrpipe::cache::Cache;
 use incrpipe::dag::Dag;
@@ -26,6 +28,7 @@ struct Cli {
     command: Cmd,
 }
 
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Cmd {
     /// Run a pipeline (only what changed).
@@ -67,6 +70,10 @@ enum Cmd {
     Gc { files: Vec<PathBuf> },
     /// Re-hash every cache entry; remove and report corrupt ones.
     Verify,
+    /// Train one network with one method, from the command line.
+    Train(cmd::train::TrainArgs),
+    /// Print a network's partition: each sub-network with its layers, parameters and FLOPs.
+    Model(cmd::model::ModelArgs),
     /// Benchmarks (figures in the README).
     #[command(subcommand)]
     Bench(BenchCmd),
@@ -88,6 +95,12 @@ enum BenchCmd {
         #[arg(long, default_value_t = 5)]
         repeats: usize,
     },
+    /// Training steps (forward, backward, RMSProp): images/s.
+    Train(cmd::bench::BenchArgs),
+    /// Inference: images/s.
+    Infer(cmd::bench::BenchArgs),
+    /// Data augmentation on one core: images/s.
+    Augment(cmd::bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -229,7 +242,17 @@ fn main() -> ExitCode {
             }
         }
         Cmd::Stage { kind } => run_stage(&registry, &kind),
-        Cmd::Bench(BenchCmd::Runner { width, layers, jobs, repeats }) => {
+        Cmd::Train(a) => report(cmd::train::run(a)),
+        Cmd::Model(a) => report(cmd::model::run(a)),
+        Cmd::Bench(BenchCmd::Train(a)) => report(cmd::bench::run("train", a)),
+        Cmd::Bench(BenchCmd::Infer(a)) => report(cmd::bench::run("infer", a)),
+        Cmd::Bench(BenchCmd::Augment(a)) => report(cmd::bench::run("augment", a)),
+        Cmd::Bench(BenchCmd::Runner {
+            width,
+            layers,
+            jobs,
+            repeats,
+        }) => {
             let dir = match tempfile_dir() {
                 Ok(d) => d,
                 Err(e) => return fail(1, &e.to_string()),
@@ -240,11 +263,28 @@ fn main() -> ExitCode {
             match r {
                 Ok(b) => {
                     use incrpipe::bench_runner::median;
-                    println!("runner benchmark: {} stages ({layers} layers x {width}), -j {jobs}", b.stages);
-                    println!("  cold run            {:8.2} s  (commands themselves {:.2} s)", b.cold_s, b.commands_s);
-                    println!("  overhead per stage  {:8.2} ms (cold wall x jobs - commands) / stages", b.overhead_ms_per_stage);
-                    println!("  no-op rerun         {:8.1} ms median of {repeats} (min {:.1})", median(&b.noop_rerun_ms), b.noop_rerun_ms.iter().cloned().fold(f64::MAX, f64::min));
-                    println!("  status              {:8.1} ms median of {repeats} (min {:.1})", median(&b.status_ms), b.status_ms.iter().cloned().fold(f64::MAX, f64::min));
+                    println!(
+                        "runner benchmark: {} stages ({layers} layers x {width}), -j {jobs}",
+                        b.stages
+                    );
+                    println!(
+                        "  cold run            {:8.2} s  (commands themselves {:.2} s)",
+                        b.cold_s, b.commands_s
+                    );
+                    println!(
+                        "  overhead per stage  {:8.2} ms (cold wall x jobs - commands) / stages",
+                        b.overhead_ms_per_stage
+                    );
+                    println!(
+                        "  no-op rerun         {:8.1} ms median of {repeats} (min {:.1})",
+                        median(&b.noop_rerun_ms),
+                        b.noop_rerun_ms.iter().cloned().fold(f64::MAX, f64::min)
+                    );
+                    println!(
+                        "  status              {:8.1} ms median of {repeats} (min {:.1})",
+                        median(&b.status_ms),
+                        b.status_ms.iter().cloned().fold(f64::MAX, f64::min)
+                    );
                     ExitCode::SUCCESS
                 }
                 Err(e) => fail(1, &format!("{e:#}")),
@@ -362,6 +402,13 @@ fn cmd_gc(
     ExitCode::SUCCESS
 }
 
+fn report(r: anyhow::Result<()>) -> ExitCode {
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(1, &format!("{e:#}")),
+    }
+}
+
 fn tempfile_dir() -> std::io::Result<PathBuf> {
     let d = std::env::temp_dir().join(format!("incrpipe-bench-{}", std::process::id()));
     std::fs::create_dir_all(&d)?;
@@ -374,8 +421,10 @@ fn run_stage(registry: &Registry, kind: &str) -> ExitCode {
         return fail(2, &format!("unknown stage kind `{kind}`"));
     };
     let env = |n: &str| std::env::var(n).unwrap_or_default();
-    let file: serde_json::Value =
-        std::fs::read(env("INCRPIPE_PARAMS")).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
+    let file: serde_json::Value = std::fs::read(env("INCRPIPE_PARAMS"))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default();
     let list = |k: &str| serde_json::from_value::<Vec<String>>(file[k].clone()).unwrap_or_default();
     let ctx = StageContext {
         stage: env("INCRPIPE_STAGE"),

@@ -5,7 +5,12 @@ mod common;
 use common::Ws;
 
 fn cifar_dir() -> String {
-    std::env::var("INCRPIPE_CIFAR10").unwrap_or_else(|_| format!("{}/../shared/data/cifar-10-batches-bin", env!("CARGO_MANIFEST_DIR")))
+    std::env::var("INCRPIPE_CIFAR10").unwrap_or_else(|_| {
+        format!(
+            "{}/../shared/data/cifar-10-batches-bin",
+            env!("CARGO_MANIFEST_DIR")
+        )
+    })
 }
 
 #[test]
@@ -17,11 +22,20 @@ fn download_cifar_from_a_local_mirror_is_cached() {
     ));
     ws.run(&["run", "p.toml"]).ok();
     for f in ["data_batch_1.bin", "data_batch_5.bin", "test_batch.bin"] {
-        assert_eq!(std::fs::metadata(ws.path().join("data/cifar10/cifar-10-batches-bin").join(f)).unwrap().len(), 30_730_000);
+        assert_eq!(
+            std::fs::metadata(ws.path().join("data/cifar10/cifar-10-batches-bin").join(f))
+                .unwrap()
+                .len(),
+            30_730_000
+        );
     }
-    ws.run(&["logs", "data"]).ok().stdout_has("CIFAR-10 verified: 6 files");
+    ws.run(&["logs", "data"])
+        .ok()
+        .stdout_has("CIFAR-10 verified: 6 files");
     assert_eq!(ws.run(&["run", "p.toml"]).ok().counts(), (0, 1, 0));
-    ws.run(&["dag", "p.toml"]).ok().stdout_has("kind: download-cifar v1");
+    ws.run(&["dag", "p.toml"])
+        .ok()
+        .stdout_has("kind: download-cifar v1");
 }
 
 #[test]
@@ -29,9 +43,14 @@ fn builtin_params_are_declared() {
     let ws = Ws::new();
     ws.pipeline("[pipeline]\nname = \"d\"\n[stages.data]\nkind = \"download-cifar\"\nparams = { mirorr = \"x\" }\nouts = [\"d\"]\n");
     let o = ws.run(&["run", "p.toml"]);
-    o.code(2).stderr_has("unknown parameter `mirorr` for kind `download-cifar`").stderr_has("did you mean `mirror`?").stderr_has("p.toml:5:12");
+    o.code(2)
+        .stderr_has("unknown parameter `mirorr` for kind `download-cifar`")
+        .stderr_has("did you mean `mirror`?")
+        .stderr_has("p.toml:5:12");
     ws.pipeline("[pipeline]\nname = \"d\"\n[stages.data]\nkind = \"download-cifr\"\n");
-    ws.run(&["run", "p.toml"]).code(2).stderr_has("did you mean `download-cifar`?");
+    ws.run(&["run", "p.toml"])
+        .code(2)
+        .stderr_has("did you mean `download-cifar`?");
 }
 
 #[test]
@@ -39,6 +58,8 @@ fn a_bad_mirror_fails_the_stage_and_caches_nothing() {
     let ws = Ws::new();
     ws.file("empty/readme", "no data here");
     ws.pipeline("[pipeline]\nname = \"d\"\n[stages.data]\nkind = \"download-cifar\"\nparams = { mirror = \"empty\" }\nouts = [\"data\"]\n");
-    ws.run(&["run", "p.toml"]).code(1).stderr_has("stage `data` exited with status 1");
+    ws.run(&["run", "p.toml"])
+        .code(1)
+        .stderr_has("stage `data` exited with status 1");
     assert!(!ws.exists("data"));
 }

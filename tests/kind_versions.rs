@@ -22,10 +22,17 @@ fn kind_versions_follow_their_sources() {
         for s in k.sources() {
             h.update(s.as_bytes());
         }
-        now.insert(name.to_string(), (k.version(), h.finalize().to_hex()[..16].to_string()));
+        now.insert(
+            name.to_string(),
+            (k.version(), h.finalize().to_hex()[..16].to_string()),
+        );
     }
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(RECORD);
-    let render = |m: &BTreeMap<String, (u32, String)>| m.iter().map(|(k, (v, h))| format!("{k} {v} {h}\n")).collect::<String>();
+    let render = |m: &BTreeMap<String, (u32, String)>| {
+        m.iter()
+            .map(|(k, (v, h))| format!("{k} {v} {h}\n"))
+            .collect::<String>()
+    };
     if std::env::var_os("INCRPIPE_UPDATE_KIND_VERSIONS").is_some() {
         std::fs::write(&path, render(&now)).unwrap();
         return;
@@ -41,10 +48,12 @@ fn kind_versions_follow_their_sources() {
     let mut problems = Vec::new();
     for (name, (v, h)) in &now {
         match recorded.get(name) {
-            Some((rv, rh)) if rv == v && rh != h => {
-                problems.push(format!("kind `{name}` changed its source but not its version ({v}): bump version()"))
+            Some((rv, rh)) if rv == v && rh != h => problems.push(format!(
+                "kind `{name}` changed its source but not its version ({v}): bump version()"
+            )),
+            Some((rv, rh)) if rv != v || rh != h => {
+                problems.push(format!("kind `{name}`: record says {rv}/{rh}, now {v}/{h}"))
             }
-            Some((rv, rh)) if rv != v || rh != h => problems.push(format!("kind `{name}`: record says {rv}/{rh}, now {v}/{h}")),
             None => problems.push(format!("kind `{name}` is not recorded")),
             _ => {}
         }

@@ -12,9 +12,21 @@ use crate::registry::{ParamDecl, StageContext, StageKind};
 pub struct DownloadCifar;
 
 const PARAMS: &[ParamDecl] = &[
-    ParamDecl { name: "url", default: Some("\"https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz\""), help: "archive URL" },
-    ParamDecl { name: "mirror", default: Some("\"\""), help: "local directory or archive to use instead of the URL (else $INCRPIPE_CIFAR10)" },
-    ParamDecl { name: "archive_checksum", default: Some("\"auto\""), help: "\"auto\" (official MD5 for the official URL), \"skip\", or \"md5:HEX\" / \"sha256:HEX\"" },
+    ParamDecl {
+        name: "url",
+        default: Some("\"https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz\""),
+        help: "archive URL",
+    },
+    ParamDecl {
+        name: "mirror",
+        default: Some("\"\""),
+        help: "local directory or archive to use instead of the URL (else $INCRPIPE_CIFAR10)",
+    },
+    ParamDecl {
+        name: "archive_checksum",
+        default: Some("\"auto\""),
+        help: "\"auto\" (official MD5 for the official URL), \"skip\", or \"md5:HEX\" / \"sha256:HEX\"",
+    },
 ];
 
 impl StageKind for DownloadCifar {
@@ -31,19 +43,51 @@ impl StageKind for DownloadCifar {
         &[include_str!("download_cifar.rs")]
     }
     fn run(&self, ctx: &StageContext) -> anyhow::Result<()> {
-        let [out] = ctx.outs.as_slice() else { bail!("download-cifar writes exactly one out (a directory); declare outs = [\"data/cifar10\"]") };
-        let s = |k: &str| ctx.params.get(k).and_then(|v| v.as_str()).unwrap_or("").to_string();
+        let [out] = ctx.outs.as_slice() else {
+            bail!(
+                "download-cifar writes exactly one out (a directory); declare outs = [\"data/cifar10\"]"
+            )
+        };
+        let s = |k: &str| {
+            ctx.params
+                .get(k)
+                .and_then(|v| v.as_str())
+                .unwrap_or("")
+                .to_string()
+        };
         let archive_check = match s("archive_checksum").as_str() {
             "auto" | "" => ArchiveCheck::Auto,
             "skip" => ArchiveCheck::Skip,
-            other => ArchiveCheck::Expect(other.parse().with_context(|| format!("archive_checksum `{other}`"))?),
+            other => ArchiveCheck::Expect(
+                other
+                    .parse()
+                    .with_context(|| format!("archive_checksum `{other}`"))?,
+            ),
         };
-        let url = if s("url").is_empty() { OFFICIAL_URL.to_string() } else { s("url") };
-        let mirror = Some(s("mirror")).filter(|m| !m.is_empty()).map(PathBuf::from);
-        let options = FetchOptions { url, archive_check, mirror, env_mirror: None };
+        let url = if s("url").is_empty() {
+            OFFICIAL_URL.to_string()
+        } else {
+            s("url")
+        };
+        let mirror = Some(s("mirror"))
+            .filter(|m| !m.is_empty())
+            .map(PathBuf::from);
+        let options = FetchOptions {
+            url,
+            archive_check,
+            mirror,
+            env_mirror: None,
+        };
         let report = fetch_cifar10_with_env(Path::new(out), &options)?;
-        std::fs::write(Path::new(out).join("download.json"), serde_json::to_vec_pretty(&report)?)?;
-        println!("CIFAR-10 verified: {} files, data checksum {}", report.files.len(), report.data_checksum);
+        std::fs::write(
+            Path::new(out).join("download.json"),
+            serde_json::to_vec_pretty(&report)?,
+        )?;
+        println!(
+            "CIFAR-10 verified: {} files, data checksum {}",
+            report.files.len(),
+            report.data_checksum
+        );
         Ok(())
     }
 }

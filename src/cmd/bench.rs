@@ -1,0 +1,66 @@
+//! `incrpipe bench train|infer|augment`: throughput measurements.
+
+use anyhow::bail;
+use incrpipe::engine::augment;
+use incrpipe::engine::backend::{self, Device};
+use incrpipe::engine::bench::{BenchResult, bench_infer, bench_train};
+use incrpipe::engine::model::NetSpec;
+
+#[derive(clap::Args, Debug)]
+pub struct BenchArgs {
+    #[arg(long, default_value = "resnet20")]
+    pub net: String,
+    #[arg(long, default_value_t = 128)]
+    pub batch: usize,
+    #[arg(long, default_value_t = 2)]
+    pub warmup: usize,
+    #[arg(long, default_value_t = 5)]
+    pub steps: usize,
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Images for `bench augment`.
+    #[arg(long, default_value_t = 20000)]
+    pub images: usize,
+}
+
+pub fn run(what: &str, args: BenchArgs) -> anyhow::Result<()> {
+    if what == "augment" {
+        let ips = augment::bench_images_per_sec(args.images);
+        println!(
+            "augment: {ips:.0} images/s on one core ({} images)",
+            args.images
+        );
+        return Ok(());
+    }
+    let spec = NetSpec::parse(&args.net)?;
+    let device: Device = args.device.parse()?;
+    let r: BenchResult = match device {
+        Device::Cpu => {
+            type B = backend::CpuTrainBackend;
+            let d = backend::cpu_device();
+            match what {
+                "train" => bench_train::<B>(&spec, args.batch, args.warmup, args.steps, &d),
+                "infer" => bench_infer::<B>(&spec, args.batch, args.warmup, args.steps, &d),
+                w => bail!("unknown benchmark {w:?} (train|infer|augment)"),
+            }
+        }
+        #[cfg(feature = "cuda")]
+        Device::Cuda(i) => {
+            type B = backend::CudaTrainBackend;
+            let d = backend::cuda_device(i);
+            match what {
+                "train" => bench_train::<B>(&spec, args.batch, args.warmup, args.steps, &d),
+                "infer" => bench_infer::<B>(&spec, args.batch, args.warmup, args.steps, &d),
+                w => bail!("unknown benchmark {w:?} (train|infer|augment)"),
+            }
+        }
+        #[cfg(not(feature = "cuda"))]
+        Device::Cuda(_) => bail!("this binary was built without the `cuda` feature"),
+    };
+    println!(
+        "{} {} batch {} on {}: {:.1} images/s (median step {:.4} s over {} steps)",
+        r.what, r.net, r.batch, device, r.images_per_sec, r.median_step_seconds, r.steps
+    );
+    println!("{}", serde_json::to_string(&r)?);
+    Ok(())
+}

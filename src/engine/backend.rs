@@ -1,0 +1,76 @@
+//! The one place where backends are chosen.
+//!
+//! CPU: burn's `Flex` backend (pure Rust; measured as fast as candle for training on this
+//! machine and the quickest to build, see shared/notes/burn-facts.md). GPU: `Cuda`, only with
+//! the `cuda` cargo feature. Training code is generic over `B: AutodiffBackend`.
+
+use crate::engine::error::{EngineError, Result};
+use std::fmt;
+use std::str::FromStr;
+
+/// CPU inference backend.
+pub type CpuBackend = burn::backend::Flex;
+/// CPU training backend.
+pub type CpuTrainBackend = burn::backend::Autodiff<CpuBackend>;
+
+/// CUDA inference backend.
+#[cfg(feature = "cuda")]
+pub type CudaBackend = burn::backend::Cuda;
+/// CUDA training backend.
+#[cfg(feature = "cuda")]
+pub type CudaTrainBackend = burn::backend::Autodiff<CudaBackend>;
+
+/// Where to train: `cpu` or `cuda:N` (N counts within `CUDA_VISIBLE_DEVICES`, as CUDA does).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Device {
+    Cpu,
+    Cuda(usize),
+}
+
+impl FromStr for Device {
+    type Err = EngineError;
+    fn from_str(s: &str) -> Result<Self> {
+        let s = s.trim();
+        if s.eq_ignore_ascii_case("cpu") {
+            return Ok(Device::Cpu);
+        }
+        if let Some(n) = s.strip_prefix("cuda:") {
+            return n
+                .parse::<usize>()
+                .map(Device::Cuda)
+                .map_err(|_| EngineError::BadDevice(s.to_string()));
+        }
+        if s == "cuda" {
+            return Ok(Device::Cuda(0));
+        }
+        Err(EngineError::BadDevice(s.to_string()))
+    }
+}
+
+impl fmt::Display for Device {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Device::Cpu => write!(f, "cpu"),
+            Device::Cuda(n) => write!(f, "cuda:{n}"),
+        }
+    }
+}
+
+/// The burn device of the CPU backend.
+pub fn cpu_device() -> burn::backend::flex::FlexDevice {
+    burn::backend::flex::FlexDevice
+}
+
+/// The burn device of the CUDA backend for `cuda:N`.
+#[cfg(feature = "cuda")]
+pub fn cuda_device(index: usize) -> burn::backend::cuda::CudaDevice {
+    burn::backend::cuda::CudaDevice { index }
+}
+
+/// Whether this build can run on `device`.
+pub fn supported(device: Device) -> bool {
+    match device {
+        Device::Cpu => true,
+        Device::Cuda(_) => cfg!(feature = "cuda"),
+    }
+}

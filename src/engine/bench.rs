@@ -1,0 +1,107 @@
+//! Throughput benchmarks on synthetic data: training steps (forward, backward, RMSProp update,
+//! L2 term included) and inference. Warm-up steps first, then the median of the timed steps.
+
+use crate::engine::model::{Net, NetSpec};
+use crate::engine::train::OptimConfig;
+use burn::module::AutodiffModule;
+use burn::nn::loss::CrossEntropyLoss;
+use burn::optim::{GradientsParams, Optimizer};
+use burn::prelude::*;
+use burn::tensor::TensorData;
+use burn::tensor::backend::AutodiffBackend;
+use std::time::Instant;
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BenchResult {
+    pub what: String,
+    pub net: String,
+    pub batch: usize,
+    pub steps: usize,
+    pub median_step_seconds: f64,
+    pub images_per_sec: f64,
+}
+
+fn synthetic(batch: usize) -> (Vec<f32>, Vec<i32>) {
+    let x = (0..batch * 3072)
+        .map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0)
+        .collect();
+    let y = (0..batch).map(|i| (i % 10) as i32).collect();
+    (x, y)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+/// Times `steps` training steps of the whole network after `warmup` untimed ones.
+pub fn bench_train<B: AutodiffBackend>(
+    spec: &NetSpec,
+    batch: usize,
+    warmup: usize,
+    steps: usize,
+    device: &B::Device,
+) -> BenchResult {
+    let mut net = Net::<B>::init(spec, spec.k(), 0, device);
+    let ocfg = OptimConfig::default();
+    let mut optim = ocfg.build::<B>();
+    let loss_fn = CrossEntropyLoss::new(None, device);
+    let (x, y) = synthetic(batch);
+    let mut times = Vec::new();
+    for i in 0..warmup + steps.max(1) {
+        let t0 = Instant::now();
+        let xt = Tensor::<B, 4>::from_data(TensorData::new(x.clone(), [batch, 3, 32, 32]), device);
+        let yt = Tensor::<B, 1, Int>::from_data(TensorData::new(y.clone(), [batch]), device);
+        let loss = loss_fn.forward(net.forward(xt), yt)
+            + net.kernel_sq_sum().mul_scalar(ocfg.weight_decay);
+        let grads = GradientsParams::from_grads(loss.backward(), &net);
+        net = optim.step(ocfg.lr, net, grads);
+        // Force the update to finish before stopping the clock (asynchronous backends).
+        let _ = net.classifier.fc.weight.val().into_data();
+        if i >= warmup {
+            times.push(t0.elapsed().as_secs_f64());
+        }
+    }
+    let m = median(times);
+    BenchResult {
+        what: "train".into(),
+        net: spec.name.clone(),
+        batch,
+        steps: steps.max(1),
+        median_step_seconds: m,
+        images_per_sec: batch as f64 / m,
+    }
+}
+
+/// Times inference (BatchNorm in inference mode) of the whole network.
+pub fn bench_infer<B: AutodiffBackend>(
+    spec: &NetSpec,
+    batch: usize,
+    warmup: usize,
+    steps: usize,
+    device: &B::Device,
+) -> BenchResult {
+    let net = Net::<B>::init(spec, spec.k(), 0, device).valid();
+    let (x, _) = synthetic(batch);
+    let mut times = Vec::new();
+    for i in 0..warmup + steps.max(1) {
+        let t0 = Instant::now();
+        let xt = Tensor::<B::InnerBackend, 4>::from_data(
+            TensorData::new(x.clone(), [batch, 3, 32, 32]),
+            device,
+        );
+        let _ = net.forward(xt).into_data();
+        if i >= warmup {
+            times.push(t0.elapsed().as_secs_f64());
+        }
+    }
+    let m = median(times);
+    BenchResult {
+        what: "infer".into(),
+        net: spec.name.clone(),
+        batch,
+        steps: steps.max(1),
+        median_step_seconds: m,
+        images_per_sec: batch as f64 / m,
+    }
+}

@@ -1,0 +1,268 @@
+//! CIFAR-10 (binary version): reading with validation, the seeded stratified train/validation
+//! split, per-class subsets and per-channel normalisation statistics.
+
+use crate::engine::error::{EngineError, Result};
+use crate::engine::rng;
+use std::path::{Path, PathBuf};
+
+pub const IMAGE_BYTES: usize = 3 * 32 * 32;
+pub const RECORD_BYTES: usize = 1 + IMAGE_BYTES;
+pub const RECORDS_PER_FILE: usize = 10_000;
+pub const NUM_CLASSES: usize = 10;
+
+/// Images as raw bytes (CHW per image: R plane, G plane, B plane, each row-major 32x32) and labels.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ImageSet {
+    pub pixels: Vec<u8>,
+    pub labels: Vec<u8>,
+}
+
+impl ImageSet {
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+    pub fn image(&self, i: usize) -> &[u8] {
+        &self.pixels[i * IMAGE_BYTES..(i + 1) * IMAGE_BYTES]
+    }
+    fn push(&mut self, img: &[u8], label: u8) {
+        self.pixels.extend_from_slice(img);
+        self.labels.push(label);
+    }
+    /// The images at `idx`, in that order.
+    pub fn select(&self, idx: &[usize]) -> ImageSet {
+        let mut out = ImageSet {
+            pixels: Vec::with_capacity(idx.len() * IMAGE_BYTES),
+            labels: Vec::with_capacity(idx.len()),
+        };
+        for &i in idx {
+            out.push(self.image(i), self.labels[i]);
+        }
+        out
+    }
+    /// The first `n` images of each class, in file order (deterministic, seed-free).
+    pub fn first_per_class(&self, n: usize) -> Result<ImageSet> {
+        let mut count = [0usize; NUM_CLASSES];
+        let mut idx = Vec::with_capacity(n * NUM_CLASSES);
+        for (i, &l) in self.labels.iter().enumerate() {
+            if count[l as usize] < n {
+                count[l as usize] += 1;
+                idx.push(i);
+            }
+        }
+        for (class, &c) in count.iter().enumerate() {
+            if c < n {
+                return Err(EngineError::SubsetTooLarge {
+                    class,
+                    asked: n,
+                    available: c,
+                });
+            }
+        }
+        Ok(self.select(&idx))
+    }
+}
+
+/// Reads one CIFAR-10 binary batch file, checking size, record count and labels.
+pub fn read_batch_file(path: &Path) -> Result<ImageSet> {
+    let bytes = std::fs::read(path).map_err(|e| EngineError::io(path, e))?;
+    parse_batch(path, &bytes)
+}
+
+/// Parses the bytes of one batch file; `path` only names the file in errors.
+pub fn parse_batch(path: &Path, bytes: &[u8]) -> Result<ImageSet> {
+    if !bytes.len().is_multiple_of(RECORD_BYTES) {
+        return Err(EngineError::TruncatedFile {
+            path: path.to_path_buf(),
+            len: bytes.len() as u64,
+            record: bytes.len() / RECORD_BYTES,
+        });
+    }
+    let records = bytes.len() / RECORD_BYTES;
+    if records != RECORDS_PER_FILE {
+        return Err(EngineError::WrongRecordCount {
+            path: path.to_path_buf(),
+            records,
+            expected: RECORDS_PER_FILE,
+        });
+    }
+    let mut set = ImageSet {
+        pixels: Vec::with_capacity(records * IMAGE_BYTES),
+        labels: Vec::with_capacity(records),
+    };
+    for (record, rec) in bytes.chunks_exact(RECORD_BYTES).enumerate() {
+        let label = rec[0];
+        if label as usize >= NUM_CLASSES {
+            return Err(EngineError::BadLabel {
+                path: path.to_path_buf(),
+                record,
+                label,
+            });
+        }
+        set.push(&rec[1..], label);
+    }
+    Ok(set)
+}
+
+/// Directory of the binary CIFAR-10 files: `$INCRPIPE_CIFAR10` when set, else
+/// `<crate>/../shared/data/cifar-10-batches-bin`.
+pub fn default_cifar_dir() -> PathBuf {
+    match std::env::var_os("INCRPIPE_CIFAR10") {
+        Some(p) => PathBuf::from(p),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/cifar-10-batches-bin"),
+    }
+}
+
+/// The 50,000 training images (data_batch_1..5) and the 10,000 test images.
+pub fn load_cifar10(dir: &Path) -> Result<(ImageSet, ImageSet)> {
+    let mut train = ImageSet::default();
+    for i in 1..=5 {
+        let b = read_batch_file(&dir.join(format!("data_batch_{i}.bin")))?;
+        train.pixels.extend_from_slice(&b.pixels);
+        train.labels.extend_from_slice(&b.labels);
+    }
+    let test = read_batch_file(&dir.join("test_batch.bin"))?;
+    Ok((train, test))
+}
+
+/// Seeded stratified split: `val_fraction` of each class goes to validation.
+/// Both parts keep file order, which makes "first N per class" subsets nested across sizes.
+pub fn stratified_split(set: &ImageSet, val_fraction: f64, seed: u64) -> (ImageSet, ImageSet) {
+    let mut train_idx = Vec::new();
+    let mut val_idx = Vec::new();
+    for class in 0..NUM_CLASSES {
+        let mut idx: Vec<usize> = (0..set.len())
+            .filter(|&i| set.labels[i] as usize == class)
+            .collect();
+        let n_val = (idx.len() as f64 * val_fraction).round() as usize;
+        let mut r = rng::stream(seed, &[rng::TAG_SPLIT, class as u64]);
+        let mut order = idx.clone();
+        rng::shuffle(&mut r, &mut order);
+        let val: std::collections::HashSet<usize> = order[..n_val].iter().copied().collect();
+        idx.retain(|i| !val.contains(i));
+        train_idx.extend(idx);
+        val_idx.extend(val);
+    }
+    train_idx.sort_unstable();
+    val_idx.sort_unstable();
+    (set.select(&train_idx), set.select(&val_idx))
+}
+
+/// Per-channel mean and standard deviation of pixel values scaled to [0, 1].
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Normalization {
+    pub mean: [f32; 3],
+    pub std: [f32; 3],
+}
+
+impl Normalization {
+    /// Statistics of `set` (call it on the training part only, never on validation or test).
+    pub fn from_set(set: &ImageSet) -> Normalization {
+        let plane = 32 * 32;
+        let mut sum = [0f64; 3];
+        let mut sq = [0f64; 3];
+        for i in 0..set.len() {
+            let img = set.image(i);
+            for c in 0..3 {
+                for &p in &img[c * plane..(c + 1) * plane] {
+                    let v = p as f64 / 255.0;
+                    sum[c] += v;
+                    sq[c] += v * v;
+                }
+            }
+        }
+        let n = (set.len() * plane).max(1) as f64;
+        let mut mean = [0f32; 3];
+        let mut std = [0f32; 3];
+        for c in 0..3 {
+            let m = sum[c] / n;
+            mean[c] = m as f32;
+            std[c] = ((sq[c] / n - m * m).max(1e-12)).sqrt() as f32;
+        }
+        Normalization { mean, std }
+    }
+}
+
+/// Which part of CIFAR-10 a run uses.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct DataConfig {
+    /// Fraction of each class held out for validation (Table 1: 10%).
+    pub val_fraction: f64,
+    /// Seed of the split (kept apart from the training seed so runs with different seeds
+    /// can share one split).
+    pub split_seed: u64,
+    /// Keep only the first N training images per class (after the split).
+    pub train_per_class: Option<usize>,
+    /// Keep only the first N validation images per class.
+    pub val_per_class: Option<usize>,
+    /// Keep only the first N test images per class.
+    pub test_per_class: Option<usize>,
+}
+
+impl Default for DataConfig {
+    fn default() -> Self {
+        DataConfig {
+            val_fraction: 0.1,
+            split_seed: 0,
+            train_per_class: None,
+            val_per_class: None,
+            test_per_class: None,
+        }
+    }
+}
+
+/// Train, validation and test sets plus the normalisation computed on the training part.
+#[derive(Debug, Clone)]
+pub struct Cifar10 {
+    pub train: ImageSet,
+    pub val: ImageSet,
+    pub test: ImageSet,
+    pub norm: Normalization,
+}
+
+impl Cifar10 {
+    pub fn load(dir: &Path, cfg: &DataConfig) -> Result<Cifar10> {
+        let (all_train, test) = load_cifar10(dir)?;
+        Self::from_sets(&all_train, test, cfg)
+    }
+
+    pub fn from_sets(all_train: &ImageSet, test: ImageSet, cfg: &DataConfig) -> Result<Cifar10> {
+        let (mut train, mut val) = stratified_split(all_train, cfg.val_fraction, cfg.split_seed);
+        let mut test = test;
+        if let Some(n) = cfg.train_per_class {
+            train = train.first_per_class(n)?;
+        }
+        if let Some(n) = cfg.val_per_class {
+            val = val.first_per_class(n)?;
+        }
+        if let Some(n) = cfg.test_per_class {
+            test = test.first_per_class(n)?;
+        }
+        let norm = Normalization::from_set(&train);
+        Ok(Cifar10 {
+            train,
+            val,
+            test,
+            norm,
+        })
+    }
+}
+
+/// Normalised f32 NCHW of the images at `idx` without augmentation (evaluation).
+pub fn to_tensor_data(set: &ImageSet, idx: &[usize], norm: &Normalization) -> Vec<f32> {
+    let plane = 32 * 32;
+    let mut out = vec![0f32; idx.len() * IMAGE_BYTES];
+    for (o, &i) in idx.iter().enumerate() {
+        let img = set.image(i);
+        let dst = &mut out[o * IMAGE_BYTES..(o + 1) * IMAGE_BYTES];
+        for c in 0..3 {
+            let (m, s) = (norm.mean[c], norm.std[c]);
+            for k in 0..plane {
+                dst[c * plane + k] = (img[c * plane + k] as f32 / 255.0 - m) / s;
+            }
+        }
+    }
+    out
+}

@@ -1,0 +1,20 @@
+//! The training engine: data, augmentation, networks, partitions, FLOP accounting, the
+//! paper's termination rule, incremental training, checkpoints and benchmarks.
+//!
+//! This module knows nothing about the pipeline runner or the command line; the runner calls
+//! the phase functions in [`train`] and persists states with [`checkpoint`].
+
+pub mod augment;
+pub mod backend;
+pub mod bench;
+pub mod checkpoint;
+pub mod data;
+pub mod error;
+pub mod flops;
+pub mod model;
+pub mod partition;
+pub mod rng;
+pub mod termination;
+pub mod train;
+
+pub use error::EngineError;

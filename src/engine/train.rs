@@ -1,0 +1,724 @@
+//! Incremental training (Istrate et al. 2017) with RMSProp as in Table 1.
+//!
+//! A run is a deterministic sequence of phases:
+//! - `baseline`: one `train` phase of the whole network;
+//! - `random`: train S1, then repeatedly grow (S_{k+1} He-initialised, fresh classifier) and
+//!   train the whole grown network;
+//! - `lookahead`: train S1, then repeatedly grow, run a `lookahead` phase (only S_{k+1} and the
+//!   new classifier train, S1..Sk frozen) and train the whole grown network.
+//!
+//! Every phase is a separately callable step ([`train_phase`], [`lookahead_phase`], [`grow`]),
+//! so the pipeline can run each as its own cached stage; [`run`] chains them. All randomness
+//! is keyed by (seed, global epoch) or (seed, sub-network), so the chain of separate calls and
+//! a run resumed from a checkpoint reproduce an uninterrupted run bit for bit on CPU.
+//!
+//! Weight decay: Table 1's 1e-4 is applied as an explicit L2 loss term
+//! `wd * sum(w^2)` over conv and dense kernels only (what Keras' `kernel_regularizer=l2(wd)`
+//! does), not to BatchNorm parameters and not to biases; burn's optimiser-level weight decay
+//! would touch every parameter. The reported train loss is the cross-entropy alone.
+
+use crate::engine::augment;
+use crate::engine::checkpoint;
+use crate::engine::data::{Cifar10, ImageSet, Normalization, to_tensor_data};
+use crate::engine::error::{EngineError, Result};
+use crate::engine::flops;
+use crate::engine::model::{Act, Net, NetSpec, SubNet};
+use crate::engine::rng;
+use crate::engine::termination::{self, Decision, StopReason, TerminationConfig};
+use burn::module::AutodiffModule;
+use burn::nn::loss::CrossEntropyLoss;
+use burn::optim::adaptor::OptimizerAdaptor;
+use burn::optim::{GradientsParams, Optimizer, RmsProp, RmsPropConfig};
+use burn::prelude::*;
+use burn::tensor::TensorData;
+use burn::tensor::backend::AutodiffBackend;
+use std::path::Path;
+use std::time::Instant;
+
+/// Training method of Table 2.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Method {
+    Baseline,
+    Random,
+    Lookahead,
+}
+
+impl std::str::FromStr for Method {
+    type Err = EngineError;
+    fn from_str(s: &str) -> Result<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "baseline" => Ok(Method::Baseline),
+            "random" => Ok(Method::Random),
+            "lookahead" | "look-ahead" => Ok(Method::Lookahead),
+            _ => Err(EngineError::BadConfig(format!(
+                "unknown method {s:?} (baseline|random|lookahead)"
+            ))),
+        }
+    }
+}
+
+/// RMSProp settings (Table 1). The paper's "momentum 0.9" is read as RMSProp's decay rate
+/// rho (Keras' RMSprop, which the authors used, has no momentum term); see docs/deviations.md.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct OptimConfig {
+    pub lr: f64,
+    pub rho: f32,
+    pub momentum: f32,
+    pub epsilon: f32,
+    /// L2 coefficient on conv and dense kernels.
+    pub weight_decay: f64,
+}
+
+impl Default for OptimConfig {
+    fn default() -> Self {
+        OptimConfig {
+            lr: 1e-4,
+            rho: 0.9,
+            momentum: 0.0,
+            epsilon: 1e-7,
+            weight_decay: 1e-4,
+        }
+    }
+}
+
+impl OptimConfig {
+    /// A fresh RMSProp optimiser (every phase starts with a fresh one).
+    pub fn build<B: AutodiffBackend>(&self) -> Optim<B> {
+        RmsPropConfig::new()
+            .with_alpha(self.rho)
+            .with_momentum(self.momentum)
+            .with_epsilon(self.epsilon)
+            .init()
+    }
+}
+
+/// The optimiser type: RMSProp over a [`Net`] (the whole net, or the trained tail in look-ahead).
+pub type Optim<B> = OptimizerAdaptor<RmsProp, Net<B>, B>;
+
+/// Everything that defines a run besides the data and the network.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct TrainConfig {
+    pub run_id: String,
+    pub seed: u64,
+    pub method: Method,
+    pub batch_size: usize,
+    pub optim: OptimConfig,
+    pub termination: TerminationConfig,
+    /// Epochs of each look-ahead phase (the paper: "a few epochs").
+    pub lookahead_epochs: usize,
+    /// Total epoch budget of the run over all phases (look-ahead included).
+    pub epoch_budget: Option<usize>,
+    /// Stop growing when the last sub-network gained less than this many accuracy points.
+    pub min_gain_points: Option<f64>,
+    /// Random shifts and flips (Table 1); off only for tests and benchmarks.
+    pub augment: bool,
+    pub eval_batch_size: usize,
+    /// Testing aid: fail with [`EngineError::Interrupted`] right after the checkpoint of this
+    /// global epoch, as if the process had been killed. Not serialised.
+    #[serde(skip)]
+    pub interrupt_after_epoch: Option<usize>,
+}
+
+impl TrainConfig {
+    pub fn optim_build<B: AutodiffBackend>(&self) -> Optim<B> {
+        self.optim.build()
+    }
+
+    pub fn new(run_id: &str, spec: &NetSpec, method: Method, seed: u64) -> TrainConfig {
+        TrainConfig {
+            run_id: run_id.to_string(),
+            seed,
+            method,
+            batch_size: spec.paper_batch_size(),
+            optim: OptimConfig::default(),
+            termination: TerminationConfig::default(),
+            lookahead_epochs: 3,
+            epoch_budget: None,
+            min_gain_points: None,
+            augment: true,
+            eval_batch_size: 250,
+            interrupt_after_epoch: None,
+        }
+    }
+}
+
+/// What a phase does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PhaseKind {
+    /// The whole current network trains.
+    Train,
+    /// Only the newest sub-network and the classifier train; the others are frozen.
+    Lookahead,
+}
+
+impl PhaseKind {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            PhaseKind::Train => "train",
+            PhaseKind::Lookahead => "lookahead",
+        }
+    }
+}
+
+/// One line of the per-epoch metrics.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct EpochRecord {
+    pub run_id: String,
+    /// Global epoch number, 1-based, counting every phase.
+    pub epoch: usize,
+    /// "train" or "lookahead".
+    pub phase: PhaseKind,
+    /// Active sub-networks (k of S1..Sk).
+    pub active: usize,
+    /// Sub-networks that trained this epoch (k, or 1 in look-ahead).
+    pub trained: usize,
+    pub train_loss: f64,
+    pub train_acc: f64,
+    pub val_acc: f64,
+    pub flops_per_inference: u64,
+    /// Training FLOPs so far (forward + backward of what ran, validation excluded).
+    pub cum_train_flops: u64,
+    /// Validation FLOPs so far (forward passes).
+    pub cum_eval_flops: u64,
+    pub params: u64,
+    /// Wall time of the epoch (the only field that differs between identical runs).
+    pub seconds: f64,
+}
+
+/// A finished phase.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct PhaseSummary {
+    pub kind: PhaseKind,
+    pub active: usize,
+    pub epochs: usize,
+    pub stop: StopReason,
+    pub final_val_acc: f64,
+}
+
+/// The phase under way (set while a phase runs, so a checkpoint can resume it).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct CurrentPhase {
+    pub kind: PhaseKind,
+    pub active: usize,
+    pub epochs: usize,
+}
+
+/// Bookkeeping of a run, serialised in checkpoints.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Progress {
+    pub epochs_done: usize,
+    pub cum_train_flops: u64,
+    pub cum_eval_flops: u64,
+    pub records: Vec<EpochRecord>,
+    pub phases: Vec<PhaseSummary>,
+    pub current: Option<CurrentPhase>,
+}
+
+impl Progress {
+    /// Validation accuracies of the current phase.
+    fn current_accs(&self) -> Vec<f64> {
+        match &self.current {
+            Some(c) => self.records[self.records.len() - c.epochs..]
+                .iter()
+                .map(|r| r.val_acc)
+                .collect(),
+            None => Vec::new(),
+        }
+    }
+
+    fn budget_spent(&self, cfg: &TrainConfig) -> bool {
+        cfg.epoch_budget.is_some_and(|b| self.epochs_done >= b)
+    }
+}
+
+/// A network and the progress of its run: what flows from one phase to the next.
+#[derive(Debug, Clone)]
+pub struct RunState<B: AutodiffBackend> {
+    pub net: Net<B>,
+    pub progress: Progress,
+}
+
+/// The fixed inputs of a run.
+#[derive(Debug, Clone, Copy)]
+pub struct Ctx<'a> {
+    pub spec: &'a NetSpec,
+    pub data: &'a Cifar10,
+    pub cfg: &'a TrainConfig,
+}
+
+/// Result of [`run`].
+#[derive(Debug, Clone)]
+pub struct RunResult<B: AutodiffBackend> {
+    pub state: RunState<B>,
+    pub test_acc: f64,
+}
+
+/// The starting state: S1 + classifier (incremental methods) or the whole network (baseline).
+pub fn initial_state<B: AutodiffBackend>(ctx: Ctx, device: &B::Device) -> RunState<B> {
+    let k = match ctx.cfg.method {
+        Method::Baseline => ctx.spec.k(),
+        _ => 1,
+    };
+    RunState {
+        net: Net::init(ctx.spec, k, ctx.cfg.seed, device),
+        progress: Progress::default(),
+    }
+}
+
+/// Inserts S_{k+1} (He init from the stream (seed, k+1)) and a fresh classifier.
+pub fn grow<B: AutodiffBackend>(ctx: Ctx, state: RunState<B>, device: &B::Device) -> RunState<B> {
+    RunState {
+        net: state.net.grow(ctx.spec, ctx.cfg.seed, device),
+        progress: state.progress,
+    }
+}
+
+/// Trains the whole current network until the termination rule stops it.
+/// With `ckpt` a checkpoint is written at every epoch end.
+pub fn train_phase<B: AutodiffBackend>(
+    ctx: Ctx,
+    state: RunState<B>,
+    ckpt: Option<&Path>,
+    device: &B::Device,
+) -> Result<RunState<B>> {
+    run_phase(ctx, state, PhaseKind::Train, None, ckpt, device)
+}
+
+/// Trains the newest sub-network S_k and the classifier for `lookahead_epochs` epochs with
+/// S1..S_{k-1} frozen (call [`grow`] first). The frozen part runs on the inner backend, so no
+/// backward pass runs through it and its BatchNorm statistics do not move.
+pub fn lookahead_phase<B: AutodiffBackend>(
+    ctx: Ctx,
+    state: RunState<B>,
+    ckpt: Option<&Path>,
+    device: &B::Device,
+) -> Result<RunState<B>> {
+    run_phase(ctx, state, PhaseKind::Lookahead, None, ckpt, device)
+}
+
+/// Continues the phase recorded as under way in a checkpointed state, with its optimiser.
+pub fn resume_phase<B: AutodiffBackend>(
+    ctx: Ctx,
+    state: RunState<B>,
+    optim: Optim<B>,
+    ckpt: Option<&Path>,
+    device: &B::Device,
+) -> Result<RunState<B>> {
+    let kind = state
+        .progress
+        .current
+        .as_ref()
+        .map(|c| c.kind)
+        .ok_or_else(|| EngineError::BadConfig("no phase under way to resume".into()))?;
+    run_phase(ctx, state, kind, Some(optim), ckpt, device)
+}
+
+/// One pipeline stage: a phase run from the state handed over by the previous stage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Stage {
+    /// Train the network as it is (S1 at the start, or after a look-ahead).
+    Train,
+    /// Grow S_{k+1} and train the whole network (method `random`).
+    GrowTrain,
+    /// Grow S_{k+1} and look ahead with S1..Sk frozen (method `lookahead`).
+    GrowLookahead,
+}
+
+/// Runs one stage with checkpoints in `ckpt`, resuming when that directory already holds a
+/// checkpoint of this stage (a killed stage restarted with the same input ends bit-identical).
+/// `input` is the state the previous stage produced (or [`initial_state`]).
+pub fn run_stage<B: AutodiffBackend>(
+    ctx: Ctx,
+    input: RunState<B>,
+    stage: Stage,
+    ckpt: &Path,
+    device: &B::Device,
+) -> Result<RunState<B>> {
+    let before = input.progress.phases.len();
+    if let Some((s, optim)) = checkpoint::load::<B>(ckpt, ctx, device)? {
+        let done = s.progress.phases.len();
+        if done > before {
+            // The stage had finished; its final checkpoint is the result.
+            return Ok(s);
+        }
+        if done == before && s.progress.current.is_some() {
+            let optim = optim.unwrap_or_else(|| ctx.cfg.optim.build());
+            return resume_phase(ctx, s, optim, Some(ckpt), device);
+        }
+    }
+    match stage {
+        Stage::Train => train_phase(ctx, input, Some(ckpt), device),
+        Stage::GrowTrain => train_phase(ctx, grow(ctx, input, device), Some(ckpt), device),
+        Stage::GrowLookahead => lookahead_phase(ctx, grow(ctx, input, device), Some(ckpt), device),
+    }
+}
+
+/// Final test accuracy of a state's network.
+pub fn test_accuracy<B: AutodiffBackend>(ctx: Ctx, state: &RunState<B>) -> f64 {
+    evaluate(
+        &state.net.valid(),
+        &ctx.data.test,
+        &ctx.data.norm,
+        ctx.cfg.eval_batch_size,
+    )
+}
+
+/// What [`run`] does next, derived from the progress alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NextStep {
+    /// Resume the phase under way (needs the checkpoint's optimiser).
+    Resume,
+    Train,
+    /// Grow, then train the whole network (random).
+    GrowTrain,
+    /// Grow, then look ahead (lookahead).
+    GrowLookahead,
+    Done,
+}
+
+pub fn next_step(ctx: Ctx, progress: &Progress, active: usize) -> NextStep {
+    if progress.current.is_some() {
+        return NextStep::Resume;
+    }
+    let Some(last) = progress.phases.last() else {
+        return NextStep::Train;
+    };
+    if last.kind == PhaseKind::Lookahead {
+        return if progress.budget_spent(ctx.cfg) {
+            NextStep::Done
+        } else {
+            NextStep::Train
+        };
+    }
+    if ctx.cfg.method == Method::Baseline
+        || active >= ctx.spec.k()
+        || progress.budget_spent(ctx.cfg)
+    {
+        return NextStep::Done;
+    }
+    // Growth rule: compare the last two whole-network phases.
+    let trains: Vec<&PhaseSummary> = progress
+        .phases
+        .iter()
+        .filter(|p| p.kind == PhaseKind::Train)
+        .collect();
+    if trains.len() >= 2
+        && termination::stop_growing(
+            ctx.cfg.min_gain_points,
+            trains[trains.len() - 2].final_val_acc,
+            trains[trains.len() - 1].final_val_acc,
+        )
+    {
+        return NextStep::Done;
+    }
+    match ctx.cfg.method {
+        Method::Lookahead => NextStep::GrowLookahead,
+        _ => NextStep::GrowTrain,
+    }
+}
+
+/// The whole run: all phases of the method, then the test accuracy of the final network.
+/// With `ckpt`, resumes from the latest checkpoint there (if any) and checkpoints every epoch.
+pub fn run<B: AutodiffBackend>(
+    ctx: Ctx,
+    ckpt: Option<&Path>,
+    device: &B::Device,
+) -> Result<RunResult<B>> {
+    let mut pending_optim = None;
+    let mut state = match ckpt
+        .map(|d| checkpoint::load::<B>(d, ctx, device))
+        .transpose()?
+    {
+        Some(Some((s, o))) => {
+            pending_optim = o;
+            s
+        }
+        _ => initial_state(ctx, device),
+    };
+    loop {
+        state = match next_step(ctx, &state.progress, state.net.k()) {
+            NextStep::Resume => {
+                let optim = pending_optim
+                    .take()
+                    .unwrap_or_else(|| ctx.cfg.optim.build());
+                resume_phase(ctx, state, optim, ckpt, device)?
+            }
+            NextStep::Train => train_phase(ctx, state, ckpt, device)?,
+            NextStep::GrowTrain => train_phase(ctx, grow(ctx, state, device), ckpt, device)?,
+            NextStep::GrowLookahead => {
+                lookahead_phase(ctx, grow(ctx, state, device), ckpt, device)?
+            }
+            NextStep::Done => break,
+        };
+    }
+    let test_acc = evaluate(
+        &state.net.valid(),
+        &ctx.data.test,
+        &ctx.data.norm,
+        ctx.cfg.eval_batch_size,
+    );
+    Ok(RunResult { state, test_acc })
+}
+
+/// Accuracy of `net` (inference mode: BatchNorm uses running statistics) on `set`.
+pub fn evaluate<B: Backend>(
+    net: &Net<B>,
+    set: &ImageSet,
+    norm: &Normalization,
+    batch: usize,
+) -> f64 {
+    if set.is_empty() {
+        return 0.0;
+    }
+    let device = net.classifier.fc.weight.val().device();
+    let mut correct = 0usize;
+    let idx: Vec<usize> = (0..set.len()).collect();
+    for chunk in idx.chunks(batch.max(1)) {
+        let x = Tensor::<B, 4>::from_data(
+            TensorData::new(to_tensor_data(set, chunk, norm), [chunk.len(), 3, 32, 32]),
+            &device,
+        );
+        let logits = net.forward(x);
+        correct += count_correct(logits, chunk.iter().map(|&i| set.labels[i] as i32));
+    }
+    correct as f64 / set.len() as f64
+}
+
+fn count_correct<B: Backend>(logits: Tensor<B, 2>, labels: impl Iterator<Item = i32>) -> usize {
+    let [_, c] = logits.dims();
+    let v = logits
+        .into_data()
+        .convert::<f32>()
+        .to_vec::<f32>()
+        .expect("f32 logits");
+    labels
+        .enumerate()
+        .filter(|&(i, l)| {
+            let row = &v[i * c..(i + 1) * c];
+            let mut best = 0;
+            for j in 1..c {
+                if row[j] > row[best] {
+                    best = j;
+                }
+            }
+            best as i32 == l
+        })
+        .count()
+}
+
+/// The pieces of a network during one phase: a frozen head (inference backend) and the
+/// trained part, itself a [`Net`] (its sub-networks + the classifier).
+pub struct Split<B: AutodiffBackend> {
+    /// The frozen sub-networks as they are in the autodiff network (never updated).
+    pub head: Vec<SubNet<B>>,
+    /// The same sub-networks on the inner backend: what the forward pass runs.
+    pub head_inner: Vec<SubNet<B::InnerBackend>>,
+    /// What the optimiser updates.
+    pub trained: Net<B>,
+}
+
+impl<B: AutodiffBackend> Split<B> {
+    /// Splits `net` for a phase of `kind` (look-ahead freezes all but the newest sub-network).
+    pub fn new(net: Net<B>, kind: PhaseKind) -> Split<B> {
+        let frozen = match kind {
+            PhaseKind::Train => 0,
+            PhaseKind::Lookahead => net.k() - 1,
+        };
+        let Net {
+            mut subnets,
+            classifier,
+        } = net;
+        let tail = subnets.split_off(frozen);
+        let head_inner = subnets.iter().map(|s| s.valid()).collect();
+        Split {
+            head: subnets,
+            head_inner,
+            trained: Net {
+                subnets: tail,
+                classifier,
+            },
+        }
+    }
+
+    pub fn frozen(&self) -> usize {
+        self.head.len()
+    }
+
+    /// The whole network again.
+    pub fn assemble(&self) -> Net<B> {
+        let mut subnets = self.head.clone();
+        subnets.extend(self.trained.subnets.iter().cloned());
+        Net {
+            subnets,
+            classifier: self.trained.classifier.clone(),
+        }
+    }
+
+    /// Logits; the frozen head runs on the inner backend and its output enters the graph as
+    /// a leaf, so the backward pass stops there.
+    pub fn forward(&self, x: TensorData, device: &B::Device) -> Tensor<B, 2> {
+        if self.head_inner.is_empty() {
+            return self.trained.forward(Tensor::from_data(x, device));
+        }
+        let xi = Tensor::<B::InnerBackend, 4>::from_data(x, device);
+        let a = self
+            .head_inner
+            .iter()
+            .fold(Act::Map(xi), |a, s| s.forward(a));
+        self.trained.forward_act(Act::from_inner(a))
+    }
+}
+
+fn run_phase<B: AutodiffBackend>(
+    ctx: Ctx,
+    state: RunState<B>,
+    kind: PhaseKind,
+    optim: Option<Optim<B>>,
+    ckpt: Option<&Path>,
+    device: &B::Device,
+) -> Result<RunState<B>> {
+    let RunState { net, mut progress } = state;
+    let active = net.k();
+    if kind == PhaseKind::Lookahead && active < 2 {
+        return Err(EngineError::BadConfig(
+            "a look-ahead phase needs at least two sub-networks (grow first)".into(),
+        ));
+    }
+    match &progress.current {
+        Some(c) if c.kind != kind || c.active != active => {
+            return Err(EngineError::BadConfig(format!(
+                "state has a {:?} phase with {} sub-networks under way, asked for {:?} with {}",
+                c.kind, c.active, kind, active
+            )));
+        }
+        Some(_) => {}
+        None => {
+            progress.current = Some(CurrentPhase {
+                kind,
+                active,
+                epochs: 0,
+            })
+        }
+    }
+    let mut optim = optim.unwrap_or_else(|| ctx.cfg.optim.build());
+    let mut split = Split::new(net, kind);
+    let (spec, cfg, data) = (ctx.spec, ctx.cfg, ctx.data);
+    let fpi = flops::flops_per_inference(spec, active);
+    let train_fpi = flops::train_flops_per_image(spec, active, split.frozen());
+    let params = flops::net_params(spec, active);
+    let loss_fn = CrossEntropyLoss::new(None, device);
+
+    loop {
+        // Termination is checked before each epoch so that a resumed state decides the same.
+        let accs = progress.current_accs();
+        let decision = if progress.budget_spent(cfg) {
+            Decision::Stop(StopReason::Budget)
+        } else {
+            match kind {
+                PhaseKind::Lookahead if accs.len() >= cfg.lookahead_epochs => {
+                    Decision::Stop(StopReason::FixedEpochs)
+                }
+                PhaseKind::Lookahead => Decision::Continue,
+                PhaseKind::Train if accs.is_empty() => Decision::Continue,
+                PhaseKind::Train => termination::decide(&cfg.termination, &accs),
+            }
+        };
+        if let Decision::Stop(stop) = decision {
+            let cur = progress.current.take().expect("phase under way");
+            progress.phases.push(PhaseSummary {
+                kind,
+                active,
+                epochs: cur.epochs,
+                stop,
+                final_val_acc: accs.last().copied().unwrap_or(0.0),
+            });
+            let state = RunState {
+                net: split.assemble(),
+                progress,
+            };
+            if let Some(dir) = ckpt {
+                checkpoint::save(dir, ctx, &state, None)?;
+            }
+            return Ok(state);
+        }
+
+        // One epoch.
+        let t0 = Instant::now();
+        let epoch = progress.epochs_done as u64;
+        let n = data.train.len();
+        let mut order: Vec<usize> = (0..n).collect();
+        rng::shuffle(
+            &mut rng::stream(cfg.seed, &[rng::TAG_SHUFFLE, epoch]),
+            &mut order,
+        );
+        let (mut loss_sum, mut correct) = (0f64, 0usize);
+        for (b, idx) in order.chunks(cfg.batch_size).enumerate() {
+            let pos = (b * cfg.batch_size) as u64;
+            let (x, y) = if cfg.augment {
+                augment::augment_batch(&data.train, idx, &data.norm, cfg.seed, epoch, pos)
+            } else {
+                (
+                    to_tensor_data(&data.train, idx, &data.norm),
+                    idx.iter().map(|&i| data.train.labels[i] as i32).collect(),
+                )
+            };
+            let x = TensorData::new(x, [idx.len(), 3, 32, 32]);
+            let targets =
+                Tensor::<B, 1, Int>::from_data(TensorData::new(y.clone(), [idx.len()]), device);
+            let logits = split.forward(x, device);
+            let ce = loss_fn.forward(logits.clone(), targets);
+            let loss = if cfg.optim.weight_decay > 0.0 {
+                ce.clone()
+                    + split
+                        .trained
+                        .kernel_sq_sum()
+                        .mul_scalar(cfg.optim.weight_decay)
+            } else {
+                ce.clone()
+            };
+            let grads = GradientsParams::from_grads(loss.backward(), &split.trained);
+            split.trained = optim.step(cfg.optim.lr, split.trained, grads);
+            let ce_v = ce
+                .into_data()
+                .convert::<f32>()
+                .to_vec::<f32>()
+                .expect("loss")[0];
+            loss_sum += ce_v as f64 * idx.len() as f64;
+            correct += count_correct(logits, y.into_iter());
+        }
+        let net = split.assemble();
+        let val_acc = evaluate(&net.valid(), &data.val, &data.norm, cfg.eval_batch_size);
+        progress.epochs_done += 1;
+        progress.cum_train_flops += train_fpi * n as u64;
+        progress.cum_eval_flops += fpi * data.val.len() as u64;
+        progress.records.push(EpochRecord {
+            run_id: cfg.run_id.clone(),
+            epoch: progress.epochs_done,
+            phase: kind,
+            active,
+            trained: active - split.frozen(),
+            train_loss: loss_sum / n.max(1) as f64,
+            train_acc: correct as f64 / n.max(1) as f64,
+            val_acc,
+            flops_per_inference: fpi,
+            cum_train_flops: progress.cum_train_flops,
+            cum_eval_flops: progress.cum_eval_flops,
+            params,
+            seconds: t0.elapsed().as_secs_f64(),
+        });
+        progress.current.as_mut().expect("phase under way").epochs += 1;
+        if let Some(dir) = ckpt {
+            let state = RunState {
+                net,
+                progress: progress.clone(),
+            };
+            checkpoint::save(dir, ctx, &state, Some(&optim))?;
+        }
+        if cfg.interrupt_after_epoch == Some(progress.epochs_done) {
+            return Err(EngineError::Interrupted(progress.epochs_done));
+        }
+    }
+}
