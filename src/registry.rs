@@ -20,6 +20,9 @@ pub struct ParamDecl {
 #[derive(Debug, Clone)]
 pub struct ExpandInput {
     pub name: String,
+    /// The `[stages.NAME]` table and the instance's matrix values.
+    pub template: String,
+    pub matrix: BTreeMap<String, Value>,
     pub params: BTreeMap<String, Value>,
     pub deps: Vec<String>,
     pub outs: Vec<String>,
@@ -28,9 +31,16 @@ pub struct ExpandInput {
 /// One stage produced by an expansion. An empty `suffix` keeps the instance's
 /// name; otherwise the stage is named `INSTANCE/SUFFIX`. Edges inside a chain
 /// come from deps naming earlier stages' outs, like everywhere else.
+///
+/// In `deps` and `outs`, `{stage:SUFFIX}` stands for the final name of the chain
+/// stage with that suffix, usable as a workspace path.
 #[derive(Debug, Clone)]
 pub struct Expanded {
     pub suffix: String,
+    /// Matrix axes this stage does not depend on: it is named without them, so
+    /// instances differing only there share it (one DAG node, one cache entry).
+    /// The expander checks that the shared definitions are identical.
+    pub shared_without: Vec<&'static str>,
     pub kind: &'static str,
     pub params: BTreeMap<String, Value>,
     pub deps: Vec<String>,
@@ -63,6 +73,7 @@ pub trait StageKind: Send + Sync {
     fn expand(&self, input: &ExpandInput) -> Result<Vec<Expanded>, String> {
         Ok(vec![Expanded {
             suffix: String::new(),
+            shared_without: Vec::new(),
             kind: self.name(),
             params: input.params.clone(),
             deps: input.deps.clone(),

@@ -422,7 +422,7 @@ fn launch(
         .root()
         .join("state")
         .join(format!("params-{key}.json"));
-    let params = serde_json::json!({ "stage": node.spec.name, "params": manifest.params, "matrix": manifest.matrix, "deps": manifest.deps.keys().collect::<Vec<_>>(), "outs": manifest.outs });
+    let params = serde_json::json!({ "stage": node.spec.name, "params": manifest.params, "matrix": manifest.matrix, "deps": node.deps.iter().map(crate::paths::WPath::key_form).collect::<Vec<_>>(), "outs": manifest.outs });
     crate::fsutil::write_atomic(&params_path, &serde_json::to_vec_pretty(&params).unwrap())?;
     let mut cmd = match &node.spec.action {
         Action::Cmd(text) => {

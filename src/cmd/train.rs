@@ -1,11 +1,13 @@
 //! `incrpipe train`: one training run (baseline, random or lookahead) with checkpoints.
 
 use anyhow::{Context, bail};
+use burn::module::AutodiffModule;
+use burn::tensor::backend::AutodiffBackend;
 use incrpipe::engine::backend::{self, Device};
-use incrpipe::engine::data::{Cifar10, DataConfig, default_cifar_dir};
-use incrpipe::engine::model::NetSpec;
-use incrpipe::engine::partition::parse_starts;
-use incrpipe::engine::train::{self, Ctx, Method, TrainConfig};
+use incrpipe::engine::data::{Cifar10, default_cifar_dir};
+use incrpipe::engine::outcome::{self, RunOutcome};
+use incrpipe::engine::settings::{Built, RunSettings};
+use incrpipe::engine::train::{self, Ctx, Progress};
 use std::path::PathBuf;
 
 #[derive(clap::Args, Debug)]
@@ -63,44 +65,55 @@ pub struct TrainArgs {
     pub device: String,
 }
 
+impl TrainArgs {
+    /// The flags as [`RunSettings`]: the same settings a pipeline stage would receive.
+    pub fn settings(&self) -> RunSettings {
+        let d = RunSettings::default();
+        RunSettings {
+            net: self.net.clone(),
+            method: self.method.clone(),
+            seed: self.seed,
+            partition: self.partition.clone().unwrap_or_default(),
+            train_per_class: self.subset.unwrap_or(0),
+            val_per_class: self.val_subset.unwrap_or(0),
+            test_per_class: self.test_subset.unwrap_or(0),
+            batch: self.batch.unwrap_or(0),
+            lr: self.lr.unwrap_or(d.lr),
+            ws: self.ws.unwrap_or(d.ws),
+            gamma: self.gamma.unwrap_or(d.gamma),
+            min_epochs: self.min_epochs.unwrap_or(d.min_epochs),
+            max_epochs: self.max_epochs.unwrap_or(d.max_epochs),
+            epoch_budget: self.epoch_budget.unwrap_or(0),
+            lookahead_epochs: self.lookahead_epochs.unwrap_or(d.lookahead_epochs),
+            min_gain_points: self.min_gain.unwrap_or(-1.0),
+            augment: !self.no_augment,
+            ..d
+        }
+    }
+}
+
+/// Progress, active sub-networks and test confusion matrix of a finished run.
+fn finish<B: AutodiffBackend>(
+    ctx: Ctx,
+    r: train::RunResult<B>,
+) -> (Progress, usize, Vec<Vec<u64>>) {
+    let net = r.state.net.valid();
+    let m = outcome::confusion(
+        &net,
+        &ctx.data.test,
+        &ctx.data.norm,
+        ctx.cfg.eval_batch_size,
+    );
+    (r.state.progress, r.state.net.k(), m)
+}
+
 pub fn run(args: TrainArgs) -> anyhow::Result<()> {
-    let mut spec = NetSpec::parse(&args.net)?;
-    if let Some(p) = &args.partition {
-        spec = spec.with_partition_starts(&parse_starts(p)?)?;
-    }
-    let method: Method = args.method.parse()?;
-    let run_id = format!("{}-{}-s{}", spec.name, args.method, args.seed);
-    let mut cfg = TrainConfig::new(&run_id, &spec, method, args.seed);
-    if let Some(v) = args.max_epochs {
-        cfg.termination.max_epochs = v;
-    }
-    if let Some(v) = args.min_epochs {
-        cfg.termination.min_epochs = v;
-    }
-    if let Some(v) = args.ws {
-        cfg.termination.ws = v;
-    }
-    if let Some(v) = args.gamma {
-        cfg.termination.gamma = v;
-    }
-    if let Some(v) = args.lookahead_epochs {
-        cfg.lookahead_epochs = v;
-    }
-    if let Some(v) = args.batch {
-        cfg.batch_size = v;
-    }
-    if let Some(v) = args.lr {
-        cfg.optim.lr = v;
-    }
-    cfg.epoch_budget = args.epoch_budget;
-    cfg.min_gain_points = args.min_gain;
-    cfg.augment = !args.no_augment;
-    let dcfg = DataConfig {
-        train_per_class: args.subset,
-        val_per_class: args.val_subset,
-        test_per_class: args.test_subset,
-        ..DataConfig::default()
-    };
+    let settings = args.settings();
+    let Built {
+        spec,
+        data: dcfg,
+        train: cfg,
+    } = settings.build()?;
     let dir = args.data.clone().unwrap_or_else(default_cifar_dir);
     let data = Cifar10::load(&dir, &dcfg).with_context(|| format!("loading {}", dir.display()))?;
     std::fs::create_dir_all(&args.out)?;
@@ -111,27 +124,20 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         cfg: &cfg,
     };
     let device: Device = args.device.parse()?;
-    let (progress, test_acc) = match device {
-        Device::Cpu => {
-            let r =
-                train::run::<backend::CpuTrainBackend>(ctx, Some(&ckpt), &backend::cpu_device())?;
-            (r.state.progress, r.test_acc)
-        }
+    let (progress, active, confusion) = match device {
+        Device::Cpu => finish(
+            ctx,
+            train::run::<backend::CpuTrainBackend>(ctx, Some(&ckpt), &backend::cpu_device())?,
+        ),
         #[cfg(feature = "cuda")]
-        Device::Cuda(i) => {
-            let r = train::run::<backend::CudaTrainBackend>(
-                ctx,
-                Some(&ckpt),
-                &backend::cuda_device(i),
-            )?;
-            (r.state.progress, r.test_acc)
-        }
+        Device::Cuda(i) => finish(
+            ctx,
+            train::run::<backend::CudaTrainBackend>(ctx, Some(&ckpt), &backend::cuda_device(i))?,
+        ),
         #[cfg(not(feature = "cuda"))]
         Device::Cuda(_) => bail!("this binary was built without the `cuda` feature"),
     };
-    let mut w = csv::Writer::from_path(args.out.join("metrics.csv"))?;
     for r in &progress.records {
-        w.serialize(r)?;
         println!(
             "epoch {:>3} {:<9} k={} loss {:.4} train {:.4} val {:.4} FLOPs/inf {:.3e} cum {:.3e} {:.1}s",
             r.epoch,
@@ -145,20 +151,12 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
             r.seconds
         );
     }
-    w.flush()?;
-    let result = serde_json::json!({
-        "run_id": run_id,
-        "config": cfg,
-        "test_acc": test_acc,
-        "phases": progress.phases,
-        "epochs": progress.epochs_done,
-        "cum_train_flops": progress.cum_train_flops,
-        "cum_eval_flops": progress.cum_eval_flops,
-    });
-    std::fs::write(
-        args.out.join("result.json"),
-        serde_json::to_vec_pretty(&result)?,
-    )?;
+    let mut outcome = RunOutcome::new(&settings, &spec, active, &progress, confusion);
+    outcome
+        .provenance
+        .insert("device".into(), args.device.clone().into());
+    outcome.write(&args.out, &progress)?;
+    let test_acc = outcome.test_accuracy;
     println!("test accuracy {test_acc:.4}");
     Ok(())
 }

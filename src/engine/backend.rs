@@ -74,3 +74,21 @@ pub fn supported(device: Device) -> bool {
         Device::Cuda(_) => cfg!(feature = "cuda"),
     }
 }
+
+/// The burn version this build uses (recorded as provenance; a test checks it against Cargo.lock).
+pub const BURN_VERSION: &str = "0.21.0";
+
+#[cfg(test)]
+mod version_tests {
+    #[test]
+    fn burn_version_matches_the_lockfile() {
+        let lock = include_str!("../../Cargo.lock");
+        assert!(
+            lock.contains(&format!(
+                "name = \"burn\"\nversion = \"{}\"",
+                super::BURN_VERSION
+            )),
+            "update BURN_VERSION"
+        );
+    }
+}

@@ -12,8 +12,10 @@ pub mod data;
 pub mod error;
 pub mod flops;
 pub mod model;
+pub mod outcome;
 pub mod partition;
 pub mod rng;
+pub mod settings;
 pub mod termination;
 pub mod train;
 

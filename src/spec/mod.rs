@@ -157,11 +157,28 @@ impl Expander<'_> {
             .iter()
             .map(|(k, v)| (k.get_ref().clone(), value::canonical(v.get_ref())))
             .collect();
-        let mut out = Vec::new();
+        let mut out: Vec<StageSpec> = Vec::new();
+        let mut seen: BTreeMap<String, usize> = BTreeMap::new();
         for (name, stage) in &raw.stages {
             self.check_name(name)?;
             for combo in self.matrix(stage.get_ref())? {
-                out.extend(self.instance(name, stage, &combo, &globals)?);
+                for s in self.instance(name, stage, &combo, &globals)? {
+                    // Shared chain stages come once per instance: keep one, insist they agree.
+                    if let Some(&i) = seen.get(&s.name) {
+                        let o = &out[i];
+                        let same = o.action == s.action
+                            && o.params == s.params
+                            && o.deps == s.deps
+                            && o.outs == s.outs;
+                        if !same {
+                            return Err(self.err(s.span.clone(), format!("two definitions of stage `{}` differ", s.name))
+                                .with_help("a shared chain stage must have the same params and deps in every instance that shares it; give the instances different names"));
+                        }
+                        continue;
+                    }
+                    seen.insert(s.name.clone(), out.len());
+                    out.push(s);
+                }
             }
         }
         Ok(out)
@@ -441,6 +458,8 @@ impl Expander<'_> {
         }
         let input = ExpandInput {
             name: base.name.clone(),
+            template: base.template.clone(),
+            matrix: base.matrix.clone(),
             params,
             deps: base.deps.iter().map(|d| d.get_ref().clone()).collect(),
             outs: base.outs.iter().map(|d| d.get_ref().clone()).collect(),
@@ -453,6 +472,48 @@ impl Expander<'_> {
             list.into_iter()
                 .map(|s| Spanned::new(kind.span(), s))
                 .collect::<Vec<_>>()
+        };
+        let final_name = |e: &crate::registry::Expanded| {
+            if e.suffix.is_empty() {
+                return base.name.clone();
+            }
+            let mut m = base.matrix.clone();
+            for axis in &e.shared_without {
+                m.remove(*axis);
+            }
+            format!("{}/{}", instance_name(&base.template, &m), e.suffix)
+        };
+        let names: BTreeMap<String, String> = expanded
+            .iter()
+            .map(|e| (e.suffix.clone(), final_name(e)))
+            .collect();
+        // `{stage:SUFFIX}` -> that chain stage's name, as a path under .incrpipe/chain/.
+        let place = |list: Vec<String>| -> Result<Vec<String>, Diagnostic> {
+            list.into_iter()
+                .map(|p| {
+                    let mut out = p.clone();
+                    while let Some(start) = out.find("{stage:") {
+                        let end = out[start..].find('}').map(|e| start + e).ok_or_else(|| {
+                            self.err(
+                                kind.span(),
+                                format!("kind `{}` wrote a bad placeholder in `{p}`", k.name()),
+                            )
+                        })?;
+                        let suffix = &out[start + 7..end];
+                        let name = names.get(suffix).ok_or_else(|| {
+                            self.err(
+                                kind.span(),
+                                format!(
+                                    "kind `{}` refers to unknown chain stage `{suffix}`",
+                                    k.name()
+                                ),
+                            )
+                        })?;
+                        out = format!("{}{}{}", &out[..start], chain_dir(name), &out[end + 1..]);
+                    }
+                    Ok(out)
+                })
+                .collect()
         };
         expanded
             .into_iter()
@@ -467,13 +528,10 @@ impl Expander<'_> {
                         ),
                     )
                 })?;
-                let name = if e.suffix.is_empty() {
-                    base.name.clone()
-                } else {
-                    format!("{}/{}", base.name, e.suffix)
-                };
-                // Needs and deps as written stay on the first stage of a chain;
-                // later stages are linked through their deps.
+                let name = final_name(&e);
+                let shared = !e.shared_without.is_empty();
+                // Needs and deps as written stay with a single stage; chains are
+                // linked through their deps.
                 Ok(StageSpec {
                     name,
                     action: Action::Builtin {
@@ -484,12 +542,17 @@ impl Expander<'_> {
                     deps: if single {
                         base.deps.clone()
                     } else {
-                        respan(e.deps)
+                        respan(place(e.deps)?)
                     },
                     outs: if single {
                         base.outs.clone()
                     } else {
-                        respan(e.outs)
+                        respan(place(e.outs)?)
+                    },
+                    matrix: if shared {
+                        BTreeMap::new()
+                    } else {
+                        base.matrix.clone()
                     },
                     ..base.clone()
                 })
@@ -567,6 +630,14 @@ impl Expander<'_> {
             _ => Err(bad()),
         }
     }
+}
+
+/// Where a chain stage keeps its output in the workspace.
+pub fn chain_dir(stage: &str) -> String {
+    format!(
+        ".incrpipe/chain/{}",
+        crate::cache::sanitize(&stage.replace('/', "~"))
+    )
 }
 
 /// `train@net=resnet20,seed=1`, or the plain name without a matrix.

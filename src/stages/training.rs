@@ -1,0 +1,595 @@
+//! The paper's training as pipeline stages.
+//!
+//! `incremental` is what a pipeline names: one run (network, method, seed). At
+//! plan time it expands into a chain, so each growth phase is its own cached stage:
+//! ```text
+//! baseline:  train -> evaluate
+//! random:    train-stage-1 -> train-stage-2 -> ... -> train-stage-K -> evaluate
+//! lookahead: train-stage-1 -> look-ahead-2 -> train-stage-2 -> ... -> train-stage-K -> evaluate
+//! ```
+//! `train-stage-1` does not depend on the method, so `random` and `lookahead`
+//! share it (one node, one cache entry). Each stage hands the network and the
+//! run's progress to the next through its out directory, checkpoints every epoch
+//! into INCRPIPE_SCRATCH and resumes there after a kill. When growth stops early
+//! (epoch budget, growth rule) later stages pass the model through unchanged.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use burn::module::AutodiffModule;
+use burn::tensor::backend::AutodiffBackend;
+use serde_json::Value;
+
+use crate::engine::backend::{self, Device};
+use crate::engine::checkpoint;
+use crate::engine::data::Cifar10;
+use crate::engine::outcome::{self, RunOutcome};
+use crate::engine::settings::{Built, RunSettings};
+use crate::engine::train::{self, Ctx, Method, NextStep, Stage};
+use crate::registry::{ExpandInput, Expanded, ParamDecl, StageContext, StageKind};
+
+/// The run settings every training kind accepts (defaults = [`RunSettings::default`],
+/// checked by a test) plus the device.
+const PARAMS: &[ParamDecl] = &[
+    ParamDecl {
+        name: "net",
+        default: None,
+        help: "network: resnet20/32/44/56, vgg16, or a narrow variant such as resnet8-w4",
+    },
+    ParamDecl {
+        name: "method",
+        default: None,
+        help: "baseline, random or lookahead",
+    },
+    ParamDecl {
+        name: "seed",
+        default: Some("1"),
+        help: "training seed",
+    },
+    ParamDecl {
+        name: "partition",
+        default: Some("\"\""),
+        help: "unit indices where S1..SK start, e.g. \"0,4,7\"; empty = the paper's rule",
+    },
+    ParamDecl {
+        name: "train_per_class",
+        default: Some("0"),
+        help: "training images per class (0 = all)",
+    },
+    ParamDecl {
+        name: "val_per_class",
+        default: Some("0"),
+        help: "validation images per class (0 = all)",
+    },
+    ParamDecl {
+        name: "test_per_class",
+        default: Some("0"),
+        help: "test images per class (0 = all)",
+    },
+    ParamDecl {
+        name: "val_fraction",
+        default: Some("0.1"),
+        help: "held-out fraction of each class",
+    },
+    ParamDecl {
+        name: "split_seed",
+        default: Some("0"),
+        help: "seed of the train/validation split",
+    },
+    ParamDecl {
+        name: "batch",
+        default: Some("0"),
+        help: "batch size (0 = the paper's: 128 ResNets, 32 VGG)",
+    },
+    ParamDecl {
+        name: "lr",
+        default: Some("0.0001"),
+        help: "RMSProp learning rate",
+    },
+    ParamDecl {
+        name: "rho",
+        default: Some("0.9"),
+        help: "RMSProp decay rate",
+    },
+    ParamDecl {
+        name: "momentum",
+        default: Some("0.0"),
+        help: "RMSProp momentum",
+    },
+    ParamDecl {
+        name: "epsilon",
+        default: Some("1e-7"),
+        help: "RMSProp epsilon",
+    },
+    ParamDecl {
+        name: "weight_decay",
+        default: Some("0.0001"),
+        help: "L2 on conv and dense kernels",
+    },
+    ParamDecl {
+        name: "ws",
+        default: Some("5"),
+        help: "termination window (epochs)",
+    },
+    ParamDecl {
+        name: "gamma",
+        default: Some("0.5"),
+        help: "stop a phase when alpha_i <= gamma * alpha_(i-1)",
+    },
+    ParamDecl {
+        name: "min_epochs",
+        default: Some("5"),
+        help: "minimum epochs per phase",
+    },
+    ParamDecl {
+        name: "max_epochs",
+        default: Some("100"),
+        help: "maximum epochs per phase",
+    },
+    ParamDecl {
+        name: "epoch_budget",
+        default: Some("0"),
+        help: "total epochs over all phases (0 = none)",
+    },
+    ParamDecl {
+        name: "lookahead_epochs",
+        default: Some("3"),
+        help: "epochs of each look-ahead phase",
+    },
+    ParamDecl {
+        name: "min_gain_points",
+        default: Some("-1.0"),
+        help: "stop growing when a sub-network gains fewer points (negative = never)",
+    },
+    ParamDecl {
+        name: "augment",
+        default: Some("true"),
+        help: "random shifts and flips",
+    },
+    ParamDecl {
+        name: "eval_batch",
+        default: Some("250"),
+        help: "batch size of validation and test passes",
+    },
+    ParamDecl {
+        name: "device",
+        default: Some("\"cpu\""),
+        help: "cpu or cuda:N (N within CUDA_VISIBLE_DEVICES)",
+    },
+];
+
+/// Params that do not change what train-stage-1 computes; it is keyed without them.
+const STAGE1_NEUTRAL: &[(&str, &str)] = &[
+    ("method", "\"random\""),
+    ("lookahead_epochs", "0"),
+    ("min_gain_points", "-1.0"),
+];
+
+fn sources() -> &'static [&'static str] {
+    &[include_str!("training.rs")]
+}
+
+fn settings_of(params: &serde_json::Map<String, Value>) -> anyhow::Result<(RunSettings, Device)> {
+    let mut p = params.clone();
+    let device: Device = p
+        .remove("device")
+        .and_then(|v| v.as_str().map(String::from))
+        .unwrap_or_else(|| "cpu".into())
+        .parse()?;
+    let s: RunSettings = serde_json::from_value(Value::Object(p)).context("stage params")?;
+    Ok((s, device))
+}
+
+fn params_map(
+    ctx_params: &std::collections::BTreeMap<String, Value>,
+) -> serde_json::Map<String, Value> {
+    ctx_params
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+pub struct Incremental;
+
+impl StageKind for Incremental {
+    fn name(&self) -> &'static str {
+        "incremental"
+    }
+    fn version(&self) -> u32 {
+        1
+    }
+    fn params(&self) -> &'static [ParamDecl] {
+        PARAMS
+    }
+    fn sources(&self) -> &'static [&'static str] {
+        sources()
+    }
+    fn expand(&self, input: &ExpandInput) -> Result<Vec<Expanded>, String> {
+        let [data] = input.deps.as_slice() else {
+            return Err("an `incremental` stage reads one dep, the CIFAR-10 directory (a download-cifar out)".into());
+        };
+        let [out] = input.outs.as_slice() else {
+            return Err("an `incremental` stage writes one out, the run directory (result.json, metrics.csv)".into());
+        };
+        let map = params_map(&input.params);
+        let (settings, _) = settings_of(&map).map_err(|e| format!("{e:#}"))?;
+        let built = settings.build().map_err(|e| e.to_string())?;
+        let k = built.spec.k();
+        let method = built.train.method;
+        let stage = |suffix: String,
+                     kind: &'static str,
+                     params: std::collections::BTreeMap<String, Value>,
+                     prev: Option<&str>,
+                     shared: bool| Expanded {
+            deps: std::iter::once(data.clone())
+                .chain(prev.map(|p| format!("{{stage:{p}}}")))
+                .collect(),
+            outs: vec![format!("{{stage:{suffix}}}")],
+            suffix,
+            shared_without: if shared { vec!["method"] } else { Vec::new() },
+            kind,
+            params,
+        };
+        let mut chain = Vec::new();
+        let mut prev: Option<String> = None;
+        match method {
+            Method::Baseline => {
+                chain.push(stage(
+                    "train".into(),
+                    "train",
+                    input.params.clone(),
+                    None,
+                    false,
+                ));
+                prev = Some("train".into());
+            }
+            _ => {
+                for i in 1..=k {
+                    if i == 1 {
+                        let mut p = input.params.clone();
+                        for (name, v) in STAGE1_NEUTRAL {
+                            p.insert(name.to_string(), serde_json::from_str(v).unwrap());
+                        }
+                        chain.push(stage("train-stage-1".into(), "train-stage", p, None, true));
+                    } else {
+                        if method == Method::Lookahead {
+                            let s = format!("look-ahead-{i}");
+                            chain.push(stage(
+                                s.clone(),
+                                "look-ahead",
+                                input.params.clone(),
+                                prev.as_deref(),
+                                false,
+                            ));
+                            prev = Some(s);
+                        }
+                        chain.push(stage(
+                            format!("train-stage-{i}"),
+                            "train-stage",
+                            input.params.clone(),
+                            prev.as_deref(),
+                            false,
+                        ));
+                    }
+                    prev = Some(format!("train-stage-{i}"));
+                }
+            }
+        }
+        let mut eval = stage(
+            "evaluate".into(),
+            "evaluate",
+            input.params.clone(),
+            prev.as_deref(),
+            false,
+        );
+        eval.outs = vec![out.clone()];
+        chain.push(eval);
+        Ok(chain)
+    }
+    fn run(&self, _: &StageContext) -> anyhow::Result<()> {
+        bail!("`incremental` expands into a chain at plan time and never runs itself")
+    }
+}
+
+/// What a chain stage does with the state it receives.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Step {
+    /// Phase 1 (from scratch, S1 or the whole baseline network) or a later
+    /// train-stage (grow first for `random`; after a look-ahead just train).
+    Train,
+    LookAhead,
+}
+
+macro_rules! chain_kind {
+    ($ty:ident, $name:literal, $step:expr, $version:literal) => {
+        pub struct $ty;
+        impl StageKind for $ty {
+            fn name(&self) -> &'static str {
+                $name
+            }
+            fn version(&self) -> u32 {
+                $version
+            }
+            fn params(&self) -> &'static [ParamDecl] {
+                PARAMS
+            }
+            fn sources(&self) -> &'static [&'static str] {
+                sources()
+            }
+            fn run(&self, ctx: &StageContext) -> anyhow::Result<()> {
+                run_chain_stage(ctx, $step)
+            }
+        }
+    };
+}
+
+chain_kind!(TrainStage, "train-stage", Step::Train, 1);
+chain_kind!(LookAhead, "look-ahead", Step::LookAhead, 1);
+chain_kind!(TrainBaseline, "train", Step::Train, 1);
+
+/// Inputs common to every chain stage.
+struct Loaded {
+    settings: RunSettings,
+    device: Device,
+    built: Built,
+    data: Cifar10,
+}
+
+fn load(ctx: &StageContext) -> anyhow::Result<Loaded> {
+    let (settings, device) = settings_of(&params_map(&ctx.params))?;
+    let built = settings.build()?;
+    let data_dir = data_dir(Path::new(ctx.deps.first().context("no data dep")?));
+    let data = Cifar10::load(&data_dir, &built.data)
+        .with_context(|| format!("loading CIFAR-10 from {}", data_dir.display()))?;
+    Ok(Loaded {
+        settings,
+        device,
+        built,
+        data,
+    })
+}
+
+/// A download-cifar out holds `cifar-10-batches-bin/`; a plain directory of .bin files works too.
+fn data_dir(dep: &Path) -> PathBuf {
+    let inner = dep.join("cifar-10-batches-bin");
+    if inner.is_dir() {
+        inner
+    } else {
+        dep.to_path_buf()
+    }
+}
+
+fn run_chain_stage(sc: &StageContext, step: Step) -> anyhow::Result<()> {
+    let l = load(sc)?;
+    match l.device {
+        Device::Cpu => {
+            chain_stage::<backend::CpuTrainBackend>(sc, &l, step, &backend::cpu_device())
+        }
+        #[cfg(feature = "cuda")]
+        Device::Cuda(i) => {
+            chain_stage::<backend::CudaTrainBackend>(sc, &l, step, &backend::cuda_device(i))
+        }
+        #[cfg(not(feature = "cuda"))]
+        Device::Cuda(_) => {
+            bail!("this binary was built without the `cuda` feature; use device = \"cpu\"")
+        }
+    }
+}
+
+fn chain_stage<B: AutodiffBackend>(
+    sc: &StageContext,
+    l: &Loaded,
+    step: Step,
+    device: &B::Device,
+) -> anyhow::Result<()> {
+    let ctx = Ctx {
+        spec: &l.built.spec,
+        data: &l.data,
+        cfg: &l.built.train,
+    };
+    let [out] = sc.outs.as_slice() else {
+        bail!("a chain stage writes exactly one out")
+    };
+    let input = match sc.deps.get(1) {
+        Some(prev) => checkpoint::load_state::<B>(Path::new(prev), ctx, device)?.0,
+        None => train::initial_state::<B>(ctx, device),
+    };
+    let has_input = sc.deps.len() > 1;
+    let next = train::next_step(ctx, &input.progress, input.net.k());
+    let stage = match (step, has_input, next) {
+        (_, _, NextStep::Done) if has_input => {
+            println!(
+                "growth has stopped ({} sub-networks, {} epochs): passing the model through unchanged",
+                input.net.k(),
+                input.progress.epochs_done
+            );
+            checkpoint::save_state(Path::new(out), ctx, &input, None)?;
+            return Ok(());
+        }
+        (Step::Train, false, NextStep::Train) => Stage::Train,
+        (Step::Train, true, NextStep::Train) => Stage::Train,
+        (Step::Train, true, NextStep::GrowTrain) => Stage::GrowTrain,
+        (Step::LookAhead, true, NextStep::GrowLookahead) => Stage::GrowLookahead,
+        (s, _, n) => {
+            bail!("chain out of step: this stage is {s:?} but the run's next step is {n:?}")
+        }
+    };
+    if let Some(dir) = checkpoint::latest(&sc.scratch)? {
+        let epochs = std::fs::read(dir.join("state.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+            .and_then(|v| v["progress"]["epochs_done"].as_u64());
+        println!(
+            "resuming from checkpoint {} (run epoch {})",
+            dir.display(),
+            epochs.map_or("?".into(), |e| e.to_string())
+        );
+    }
+    let before = input.progress.epochs_done;
+    let state = train::run_stage::<B>(ctx, input, stage, &sc.scratch, device)?;
+    for r in state.progress.records.iter().filter(|r| r.epoch > before) {
+        println!(
+            "epoch {:>3} {:<9} k={} loss {:.4} train {:.4} val {:.4} cum FLOPs {:.3e} {:.1}s",
+            r.epoch,
+            r.phase.as_str(),
+            r.active,
+            r.train_loss,
+            r.train_acc,
+            r.val_acc,
+            r.cum_train_flops as f64,
+            r.seconds
+        );
+    }
+    checkpoint::save_state(Path::new(out), ctx, &state, None)?;
+    Ok(())
+}
+
+pub struct Evaluate;
+
+impl StageKind for Evaluate {
+    fn name(&self) -> &'static str {
+        "evaluate"
+    }
+    fn version(&self) -> u32 {
+        1
+    }
+    fn params(&self) -> &'static [ParamDecl] {
+        PARAMS
+    }
+    fn sources(&self) -> &'static [&'static str] {
+        sources()
+    }
+    fn run(&self, sc: &StageContext) -> anyhow::Result<()> {
+        let l = load(sc)?;
+        match l.device {
+            Device::Cpu => {
+                evaluate::<backend::CpuTrainBackend>(sc, &l, &backend::cpu_device(), "flex")
+            }
+            #[cfg(feature = "cuda")]
+            Device::Cuda(i) => {
+                evaluate::<backend::CudaTrainBackend>(sc, &l, &backend::cuda_device(i), "cuda")
+            }
+            #[cfg(not(feature = "cuda"))]
+            Device::Cuda(_) => {
+                bail!("this binary was built without the `cuda` feature; use device = \"cpu\"")
+            }
+        }
+    }
+}
+
+fn evaluate<B: AutodiffBackend>(
+    sc: &StageContext,
+    l: &Loaded,
+    device: &B::Device,
+    backend_name: &str,
+) -> anyhow::Result<()> {
+    let ctx = Ctx {
+        spec: &l.built.spec,
+        data: &l.data,
+        cfg: &l.built.train,
+    };
+    let [out] = sc.outs.as_slice() else {
+        bail!("evaluate writes exactly one out, the run directory")
+    };
+    let prev = sc
+        .deps
+        .get(1)
+        .context("evaluate needs the final training stage's out")?;
+    let (state, _) = checkpoint::load_state::<B>(Path::new(prev), ctx, device)?;
+    let m = outcome::confusion(
+        &state.net.valid(),
+        &l.data.test,
+        &l.data.norm,
+        l.built.train.eval_batch_size,
+    );
+    let mut o = RunOutcome::new(
+        &l.settings,
+        &l.built.spec,
+        state.net.k(),
+        &state.progress,
+        m,
+    );
+    let p = &mut o.provenance;
+    p.insert("backend".into(), backend_name.into());
+    p.insert("device".into(), l.device.to_string().into());
+    p.insert("burn_version".into(), backend::BURN_VERSION.into());
+    p.insert("incrpipe_version".into(), env!("CARGO_PKG_VERSION").into());
+    let (commit, dirty) = git_state();
+    p.insert("git_commit".into(), commit.into());
+    p.insert("git_dirty".into(), dirty);
+    p.insert("stage_key".into(), sc.key.clone().into());
+    p.insert(
+        "data_checksum".into(),
+        data_checksum(Path::new(&sc.deps[0])).into(),
+    );
+    p.insert("threads".into(), sc.cpus.into());
+    o.write(Path::new(out), &state.progress)?;
+    println!(
+        "{}: test accuracy {:.4} ({} images), {} epochs, {:.3e} training FLOPs",
+        o.run_id, o.test_accuracy, o.test_images, o.epochs, o.train_flops as f64
+    );
+    Ok(())
+}
+
+/// The commit of the workspace and whether the tree differs from it.
+fn git_state() -> (String, Value) {
+    let run = |args: &[&str]| {
+        std::process::Command::new("git")
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+    };
+    match run(&["rev-parse", "HEAD"]) {
+        Some(o) => {
+            let dirty = run(&["status", "--porcelain", "--untracked-files=no"])
+                .map(|o| !o.stdout.is_empty());
+            (
+                String::from_utf8_lossy(&o.stdout).trim().to_string(),
+                dirty.map_or(Value::Null, Value::Bool),
+            )
+        }
+        None => ("unknown".into(), Value::Null),
+    }
+}
+
+/// The data checksum recorded by download-cifar, or computed from the files.
+fn data_checksum(dep: &Path) -> String {
+    let recorded = std::fs::read(dep.join("download.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+        .and_then(|v| v["data_checksum"].as_str().map(String::from));
+    recorded.unwrap_or_else(|| {
+        crate::download::verify_dir(&data_dir(dep))
+            .map(|f| crate::download::data_checksum(&f))
+            .unwrap_or_else(|e| format!("unverified: {e}"))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::default_value;
+
+    #[test]
+    fn declared_defaults_are_the_engine_defaults() {
+        let mut m = serde_json::Map::new();
+        for d in PARAMS {
+            match default_value(d) {
+                Some(v) => {
+                    m.insert(d.name.to_string(), v);
+                }
+                None => {
+                    m.insert(
+                        d.name.to_string(),
+                        RunSettings::default().net.clone().into(),
+                    );
+                }
+            }
+        }
+        m.insert("method".into(), "lookahead".into());
+        let (s, dev) = settings_of(&m).unwrap();
+        assert_eq!(s, RunSettings::default());
+        assert_eq!(dev, Device::Cpu);
+    }
+}
