@@ -216,6 +216,21 @@ impl StageKind for Incremental {
         let built = settings.build().map_err(|e| e.to_string())?;
         let k = built.spec.k();
         let method = built.train.method;
+        // Params a method never reads are keyed at a neutral value, so changing them
+        // (say, the look-ahead epochs) leaves the other methods' stages cached.
+        let unused: &[(&str, &str)] = match method {
+            Method::Baseline => &[("lookahead_epochs", "0"), ("min_gain_points", "-1.0")],
+            Method::Random => &[("lookahead_epochs", "0")],
+            Method::Lookahead => &[],
+        };
+        let mut params = input.params.clone();
+        for (name, v) in unused {
+            params.insert(name.to_string(), serde_json::from_str(v).unwrap());
+        }
+        let input = &ExpandInput {
+            params,
+            ..input.clone()
+        };
         let stage = |suffix: String,
                      kind: &'static str,
                      params: std::collections::BTreeMap<String, Value>,
