@@ -1,0 +1,23 @@
+# incrpipe tasks. `just --list` shows them.
+
+# The paper's Table 2 (GPU); without a GPU, says what the CPU would need and offers table2-cpu.
+reproduce:
+    scripts/reproduce.sh
+
+# Table 2 at CPU scale (the README's main command).
+reproduce-cpu:
+    cargo run --release -- run pipelines/table2-cpu.toml
+
+# The whole test suite, as CI runs it.
+test:
+    scripts/test.sh
+
+# Runner overhead on 1,000 synthetic stages (figures in docs/performance.md).
+bench-runner:
+    cargo run --release -- bench runner --jobs 1
+    cargo run --release -- bench runner --jobs 2
+
+# Training and inference throughput of one network on this machine.
+bench-train net="resnet20":
+    cargo run --release -- bench train --net {{net}} --batch 128
+    cargo run --release -- bench infer --net {{net}} --batch 500
