@@ -220,15 +220,9 @@ fn main() -> ExitCode {
         }
         Cmd::Gc { files } => cmd_gc(files, &registry, &workspace, &cache_dir),
         Cmd::Verify => {
-            let cache = match Cache::open(&cache_dir) {
+            let (cache, _lock) = match open_locked(&cache_dir) {
                 Ok(c) => c,
-                Err(e) => return fail(2, &e.to_string()),
-            };
-            let _lock = match cache.lock(true, || {
-                eprintln!("waiting for the running incrpipe to release the cache...")
-            }) {
-                Ok(l) => l,
-                Err(e) => return fail(1, &e.to_string()),
+                Err(code) => return code,
             };
             let (n, bad) = gc::verify(&cache);
             for (k, why) in &bad {
@@ -313,6 +307,17 @@ fn fail(code: u8, msg: &str) -> ExitCode {
     ExitCode::from(code)
 }
 
+/// Opens the cache and takes its lock (waiting for a running runner), for maintenance commands.
+fn open_locked(dir: &Path) -> Result<(Cache, incrpipe::cache::CacheLock), ExitCode> {
+    let cache = Cache::open(dir).map_err(|e| fail(2, &e.to_string()))?;
+    let lock = cache
+        .lock(true, || {
+            eprintln!("waiting for the running incrpipe to release the cache...")
+        })
+        .map_err(|e| fail(1, &e.to_string()))?;
+    Ok((cache, lock))
+}
+
 fn render_dag(dag: &Dag) -> String {
     let mut t = String::new();
     for &i in &dag.order {
@@ -370,15 +375,9 @@ fn cmd_gc(
             "gc needs pipeline files (none given, none under pipelines/): it keeps what they reach",
         );
     }
-    let cache = match Cache::open(cache_dir) {
+    let (cache, _lock) = match open_locked(cache_dir) {
         Ok(c) => c,
-        Err(e) => return fail(2, &e.to_string()),
-    };
-    let _lock = match cache.lock(true, || {
-        eprintln!("waiting for the running incrpipe to release the cache...")
-    }) {
-        Ok(l) => l,
-        Err(e) => return fail(1, &e.to_string()),
+        Err(code) => return code,
     };
     let mut reachable = BTreeSet::new();
     for f in &files {

@@ -440,29 +440,8 @@ fn gc_drops_unreachable_entries() {
 fn thousand_stage_pipeline_reruns_exactly_the_cone() {
     let ws = Ws::new();
     let (width, layers) = (50, 20);
-    let mut p = String::from("[pipeline]\nname = \"big\"\n");
-    for l in 0..layers {
-        for w in 0..width {
-            let deps = if l == 0 {
-                vec![format!("in/{w}")]
-            } else {
-                vec![
-                    format!("o/{}/{w}", l - 1),
-                    format!("o/{}/{}", l - 1, (w + 1) % width),
-                ]
-            };
-            let quoted: Vec<String> = deps.iter().map(|d| format!("\"{d}\"")).collect();
-            p.push_str(&format!(
-                "[stages.s{l}_{w}]\ncmd = \"mkdir -p o/{l}; cat {} > o/{l}/{w}\"\ndeps = [{}]\nouts = [\"o/{l}/{w}\"]\n",
-                deps.join(" "),
-                quoted.join(", ")
-            ));
-        }
-    }
-    ws.pipeline(&p);
-    for w in 0..width {
-        ws.file(&format!("in/{w}"), &format!("{w}\n"));
-    }
+    let file = incrpipe::bench_runner::generate(ws.path(), width, layers).unwrap();
+    std::fs::rename(file, ws.path().join("p.toml")).unwrap();
     assert_eq!(ws.run(&["run", "p.toml"]).ok().ran(), 1000);
     assert_eq!(ws.run(&["run", "p.toml"]).ok().ran(), 0);
     ws.file("in/7", "changed\n");

@@ -1,9 +1,9 @@
 //! `incrpipe train`: one training run (baseline, random or lookahead) with checkpoints.
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use burn::module::AutodiffModule;
 use burn::tensor::backend::AutodiffBackend;
-use incrpipe::engine::backend::{self, Device};
+use incrpipe::engine::backend::{self, Device, WithBackend};
 use incrpipe::engine::data::{Cifar10, default_cifar_dir};
 use incrpipe::engine::outcome::{self, RunOutcome};
 use incrpipe::engine::settings::{Built, RunSettings};
@@ -124,32 +124,19 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         cfg: &cfg,
     };
     let device: Device = args.device.parse()?;
-    let (progress, active, confusion) = match device {
-        Device::Cpu => finish(
-            ctx,
-            train::run::<backend::CpuTrainBackend>(ctx, Some(&ckpt), &backend::cpu_device())?,
-        ),
-        #[cfg(feature = "cuda")]
-        Device::Cuda(i) => finish(
-            ctx,
-            train::run::<backend::CudaTrainBackend>(ctx, Some(&ckpt), &backend::cuda_device(i))?,
-        ),
-        #[cfg(not(feature = "cuda"))]
-        Device::Cuda(_) => bail!("this binary was built without the `cuda` feature"),
-    };
+    struct Go<'a>(Ctx<'a>, &'a std::path::Path);
+    impl WithBackend for Go<'_> {
+        type Output = anyhow::Result<(Progress, usize, Vec<Vec<u64>>)>;
+        fn call<B: AutodiffBackend>(self, device: &B::Device, _: &'static str) -> Self::Output {
+            Ok(finish(
+                self.0,
+                train::run::<B>(self.0, Some(self.1), device)?,
+            ))
+        }
+    }
+    let (progress, active, confusion) = backend::dispatch(device, Go(ctx, &ckpt))??;
     for r in &progress.records {
-        println!(
-            "epoch {:>3} {:<9} k={} loss {:.4} train {:.4} val {:.4} FLOPs/inf {:.3e} cum {:.3e} {:.1}s",
-            r.epoch,
-            r.phase.as_str(),
-            r.active,
-            r.train_loss,
-            r.train_acc,
-            r.val_acc,
-            r.flops_per_inference as f64,
-            r.cum_train_flops as f64,
-            r.seconds
-        );
+        println!("{}", r.summary_line());
     }
     let mut outcome = RunOutcome::new(&settings, &spec, active, &progress, confusion);
     outcome

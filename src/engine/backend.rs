@@ -78,6 +78,31 @@ pub fn supported(device: Device) -> bool {
 /// The burn version this build uses (recorded as provenance; a test checks it against Cargo.lock).
 pub const BURN_VERSION: &str = "0.21.0";
 
+/// Code generic over the training backend, run by [`dispatch`] on the backend a
+/// [`Device`] names. The one place that maps devices to backends.
+pub trait WithBackend {
+    type Output;
+    /// `name` is the backend's name for provenance ("flex", "cuda").
+    fn call<B: burn::tensor::backend::AutodiffBackend>(
+        self,
+        device: &B::Device,
+        name: &'static str,
+    ) -> Self::Output;
+}
+
+/// Runs `w` on the backend of `device`; an error when this build lacks it.
+pub fn dispatch<W: WithBackend>(device: Device, w: W) -> Result<W::Output> {
+    match device {
+        Device::Cpu => Ok(w.call::<CpuTrainBackend>(&cpu_device(), "flex")),
+        #[cfg(feature = "cuda")]
+        Device::Cuda(i) => Ok(w.call::<CudaTrainBackend>(&cuda_device(i), "cuda")),
+        #[cfg(not(feature = "cuda"))]
+        Device::Cuda(_) => Err(EngineError::BadDevice(format!(
+            "{device}: this binary was built without the `cuda` feature"
+        ))),
+    }
+}
+
 #[cfg(test)]
 mod version_tests {
     #[test]

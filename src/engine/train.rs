@@ -187,6 +187,24 @@ pub struct EpochRecord {
     pub seconds: f64,
 }
 
+impl EpochRecord {
+    /// One human-readable line (progress output of `incrpipe train` and training stages).
+    pub fn summary_line(&self) -> String {
+        format!(
+            "epoch {:>3} {:<9} k={} loss {:.4} train {:.4} val {:.4} FLOPs/inf {:.3e} cum {:.3e} {:.1}s",
+            self.epoch,
+            self.phase.as_str(),
+            self.active,
+            self.train_loss,
+            self.train_acc,
+            self.val_acc,
+            self.flops_per_inference as f64,
+            self.cum_train_flops as f64,
+            self.seconds
+        )
+    }
+}
+
 /// A finished phase.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct PhaseSummary {

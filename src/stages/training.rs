@@ -20,7 +20,7 @@ use burn::module::AutodiffModule;
 use burn::tensor::backend::AutodiffBackend;
 use serde_json::Value;
 
-use crate::engine::backend::{self, Device};
+use crate::engine::backend::{self, Device, WithBackend};
 use crate::engine::checkpoint;
 use crate::engine::data::Cifar10;
 use crate::engine::outcome::{self, RunOutcome};
@@ -376,19 +376,14 @@ fn data_dir(dep: &Path) -> PathBuf {
 
 fn run_chain_stage(sc: &StageContext, step: Step) -> anyhow::Result<()> {
     let l = load(sc)?;
-    match l.device {
-        Device::Cpu => {
-            chain_stage::<backend::CpuTrainBackend>(sc, &l, step, &backend::cpu_device())
-        }
-        #[cfg(feature = "cuda")]
-        Device::Cuda(i) => {
-            chain_stage::<backend::CudaTrainBackend>(sc, &l, step, &backend::cuda_device(i))
-        }
-        #[cfg(not(feature = "cuda"))]
-        Device::Cuda(_) => {
-            bail!("this binary was built without the `cuda` feature; use device = \"cpu\"")
+    struct Go<'a>(&'a StageContext, &'a Loaded, Step);
+    impl WithBackend for Go<'_> {
+        type Output = anyhow::Result<()>;
+        fn call<B: AutodiffBackend>(self, device: &B::Device, _: &'static str) -> Self::Output {
+            chain_stage::<B>(self.0, self.1, self.2, device)
         }
     }
+    backend::dispatch(l.device, Go(sc, &l, step))?
 }
 
 fn chain_stage<B: AutodiffBackend>(
@@ -443,17 +438,7 @@ fn chain_stage<B: AutodiffBackend>(
     let before = input.progress.epochs_done;
     let state = train::run_stage::<B>(ctx, input, stage, &sc.scratch, device)?;
     for r in state.progress.records.iter().filter(|r| r.epoch > before) {
-        println!(
-            "epoch {:>3} {:<9} k={} loss {:.4} train {:.4} val {:.4} cum FLOPs {:.3e} {:.1}s",
-            r.epoch,
-            r.phase.as_str(),
-            r.active,
-            r.train_loss,
-            r.train_acc,
-            r.val_acc,
-            r.cum_train_flops as f64,
-            r.seconds
-        );
+        println!("{}", r.summary_line());
     }
     checkpoint::save_state(Path::new(out), ctx, &state, None)?;
     Ok(())
@@ -476,19 +461,18 @@ impl StageKind for Evaluate {
     }
     fn run(&self, sc: &StageContext) -> anyhow::Result<()> {
         let l = load(sc)?;
-        match l.device {
-            Device::Cpu => {
-                evaluate::<backend::CpuTrainBackend>(sc, &l, &backend::cpu_device(), "flex")
-            }
-            #[cfg(feature = "cuda")]
-            Device::Cuda(i) => {
-                evaluate::<backend::CudaTrainBackend>(sc, &l, &backend::cuda_device(i), "cuda")
-            }
-            #[cfg(not(feature = "cuda"))]
-            Device::Cuda(_) => {
-                bail!("this binary was built without the `cuda` feature; use device = \"cpu\"")
+        struct Go<'a>(&'a StageContext, &'a Loaded);
+        impl WithBackend for Go<'_> {
+            type Output = anyhow::Result<()>;
+            fn call<B: AutodiffBackend>(
+                self,
+                device: &B::Device,
+                name: &'static str,
+            ) -> Self::Output {
+                evaluate::<B>(self.0, self.1, device, name)
             }
         }
+        backend::dispatch(l.device, Go(sc, &l))?
     }
 }
 
