@@ -7,7 +7,7 @@ mod common;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use common::{Out, Ws};
@@ -116,7 +116,8 @@ fn recorded_jobs(cache: &Path) -> Vec<String> {
         .flatten()
         .filter(|e| e.file_name().to_string_lossy().ends_with(".job.json"))
         .filter_map(|e| {
-            let v: serde_json::Value = serde_json::from_slice(&std::fs::read(e.path()).ok()?).ok()?;
+            let v: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(e.path()).ok()?).ok()?;
             Some(v["job"].as_str()?.to_string())
         })
         .collect()
@@ -173,10 +174,16 @@ fn dag_runs_through_slurm_and_a_rerun_submits_nothing() {
     // Logs were collected into the cache, by Slurm's --output.
     let log = ws.run(&["logs", "a"]);
     log.ok().stdout_has("job=");
-    assert!(!log.stdout.contains("job=\n"), "a ran inside a job: {}", log.stdout);
+    assert!(
+        !log.stdout.contains("job=\n"),
+        "a ran inside a job: {}",
+        log.stdout
+    );
     ws.run(&["logs", "b"]).ok().stdout_has("b-log-line");
     ws.run(&["logs", "c"]).ok().stdout_has("cpus=1");
-    ws.run(&["verify"]).ok().stdout_has("4 entries checked, 0 corrupt");
+    ws.run(&["verify"])
+        .ok()
+        .stdout_has("4 entries checked, 0 corrupt");
     assert!(
         recorded_jobs(&ws.path().join("cache")).is_empty(),
         "finished jobs are forgotten"
@@ -318,7 +325,10 @@ outs = ["out-slow"]
     let start = Instant::now();
     let status = runner.wait().unwrap();
     assert_eq!(status.code(), Some(130));
-    assert!(start.elapsed() < Duration::from_secs(5), "Ctrl-C must not wait for the job");
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "Ctrl-C must not wait for the job"
+    );
     // Slurm shows COMPLETING while it kills the job's processes.
     wait_for("the job to be cancelled", Duration::from_secs(20), || {
         job_state(&jobs[0]).is_none_or(|s| s != "COMPLETING")
@@ -336,7 +346,10 @@ outs = ["out-slow"]
         "a job the runner did not submit was touched: {other_state:?}"
     );
     std::thread::sleep(Duration::from_secs(7));
-    assert!(!ws.exists("finished"), "the cancelled stage must not complete");
+    assert!(
+        !ws.exists("finished"),
+        "the cancelled stage must not complete"
+    );
     assert!(recorded_jobs(&ws.path().join("cache")).is_empty());
 }
 
