@@ -389,3 +389,87 @@ outs = ["out-next"]
     assert_eq!(sbatch_calls(&ws), 2, "long once, then next");
     assert_eq!(ws.read("out-next"), "done\n");
 }
+
+#[test]
+fn a_job_stopped_by_slurm_is_resubmitted_and_resumes_from_its_checkpoint() {
+    let _c = cluster();
+    let ws = ws();
+    // Counts to 8 with a checkpoint in INCRPIPE_SCRATCH after every step.
+    ws.pipeline(
+        r#"
+[pipeline]
+name = "resume"
+[stages.count]
+cmd = '''
+ck="$INCRPIPE_SCRATCH/ck"; n=$(cat "$ck" 2>/dev/null || echo 0)
+echo "attempt $INCRPIPE_ATTEMPT from $n" >> runs.log
+while [ "$n" -lt 8 ]; do n=$((n+1)); echo $n > "$ck"; sleep 0.4; done
+echo "$n" > out-count
+'''
+outs = ["out-count"]
+"#,
+    );
+    let mut runner = spawn(&ws);
+    let scratch_ck = || {
+        std::fs::read_dir(ws.path().join("cache/scratch"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| std::fs::read_to_string(e.path().join("ck")).ok())
+            .filter_map(|s| s.trim().parse::<u32>().ok())
+            .next()
+            .unwrap_or(0)
+    };
+    wait_for("the first checkpoints", Duration::from_secs(20), || {
+        scratch_ck() >= 3
+    });
+    // Failing the node ends its jobs with NODE_FAIL, as a time limit or a
+    // preemption ends them with TIMEOUT or PREEMPTED: Slurm stopped the job.
+    let host =
+        String::from_utf8_lossy(&Command::new("hostname").arg("-s").output().unwrap().stdout)
+            .trim()
+            .to_string();
+    let down = Command::new("scontrol")
+        .args([
+            "update",
+            &format!("NodeName={host}"),
+            "State=DOWN",
+            "Reason=incrpipe-test",
+        ])
+        .status()
+        .unwrap();
+    assert!(down.success());
+    // ReturnToService=2 brings the node back by itself; RESUME if it did not.
+    std::thread::sleep(Duration::from_millis(500));
+    let _ = Command::new("scontrol")
+        .args(["update", &format!("NodeName={host}"), "State=RESUME"])
+        .output();
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = runner.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(40),
+            "the run did not end"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let err = std::fs::read_to_string(ws.path().join("runner.err")).unwrap();
+    assert!(status.success(), "{err}");
+    assert!(err.contains("NODE_FAIL; submitting it again"), "{err}");
+    let runs = ws.runs();
+    assert_eq!(runs.len(), 2, "{runs:?}");
+    assert_eq!(runs[0], "attempt 1 from 0");
+    let resumed: u32 = runs[1]
+        .strip_prefix("attempt 2 from ")
+        .unwrap_or_else(|| panic!("{runs:?}"))
+        .parse()
+        .unwrap();
+    assert!(
+        resumed >= 3,
+        "the second job resumed from the checkpoint: {runs:?}"
+    );
+    assert_eq!(ws.read("out-count"), "8\n");
+    assert_eq!(sbatch_calls(&ws), 2);
+}

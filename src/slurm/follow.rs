@@ -67,10 +67,10 @@ pub fn decide(
     {
         return Some(JobEnd::Exited(s.exit));
     }
-    if state.is_some_and(|st| !is_final(st)) && !waited_out {
-        return None;
-    }
-    if !waited_out && state.is_none() {
+    // Before the grace is over only a terminated job that Slurm says has
+    // ended can be judged; otherwise its status file may still arrive.
+    let judged_early = status.is_some() && state.is_some_and(is_final);
+    if !(waited_out || judged_early) {
         return None;
     }
     Some(match (status, state) {
@@ -246,7 +246,7 @@ mod tests {
         assert_eq!(decide("7", None, None, false), None);
         assert!(matches!(
             decide("7", None, None, true),
-            Some(JobEnd::Failed(m)) if m.contains("shared")
+            Some(JobEnd::Failed(m)) if m.contains("nodes share")
         ));
     }
 }
