@@ -7,8 +7,21 @@ cd "$(dirname "$0")/.."
 log=$(mktemp)
 status=0
 
+# A real one-node Slurm for tests/slurm.rs (needs root and mknod). If it cannot
+# start, those tests fail and say so; they are never skipped.
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo -n "$@"; fi; }
+slurm_started=0
+if as_root scripts/slurm-up.sh >/dev/null; then
+  slurm_started=1
+else
+  echo "scripts/slurm-up.sh failed: the Slurm tests will fail"
+fi
+
 # Everything optimised (see Cargo.toml profiles); --locked keeps CI on Cargo.lock.
 cargo test --locked --all-targets 2>&1 | tee "$log" || status=1
+if [ "$slurm_started" = 1 ]; then
+  as_root scripts/slurm-down.sh || true
+fi
 # The GPU backend must keep compiling even where no GPU exists.
 if ! cargo check --locked --features cuda --lib --bins 2>&1 | tail -n 3; then
   echo "cargo check --features cuda failed"

@@ -23,6 +23,7 @@ pub mod progress;
 pub mod registry;
 pub mod resources;
 pub mod run;
+pub mod slurm;
 pub mod spec;
 pub mod stages;
 pub mod status;

@@ -11,6 +11,7 @@ use incrpipe::cache::Cache;
 use incrpipe::dag::Dag;
 use incrpipe::registry::{Registry, StageContext};
 use incrpipe::run::{RunError, RunOptions};
+use incrpipe::slurm::SlurmOptions;
 use incrpipe::{gc, progress, resources, run, spec, status};
 
 #[derive(Parser)]
@@ -55,6 +56,22 @@ enum Cmd {
         /// Fail instead of waiting when another run holds the cache.
         #[arg(long)]
         no_wait: bool,
+        /// Where stages run: `local` child processes, or one `slurm` job per
+        /// stage (a stage with `executor = "local"` still runs here).
+        #[arg(long, value_enum, default_value_t = Executor::Local)]
+        executor: Executor,
+        /// Slurm partition (sbatch --partition).
+        #[arg(long)]
+        partition: Option<String>,
+        /// Slurm account (sbatch --account).
+        #[arg(long)]
+        account: Option<String>,
+        /// More sbatch options, split at whitespace, e.g. `--slurm-opt "--qos=long --constraint=a100"`; repeatable.
+        #[arg(long, allow_hyphen_values = true)]
+        slurm_opt: Vec<String>,
+        /// Slurm jobs submitted and not yet ended, at most.
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
+        max_jobs: u32,
     },
     /// What a run would do, and why (which param, dep or code version changed).
     Status { file: PathBuf },
@@ -80,6 +97,12 @@ enum Cmd {
     /// Runs a built-in stage kind (the runner's child process).
     #[command(name = "__stage", hide = true)]
     Stage { kind: String },
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Executor {
+    Local,
+    Slurm,
 }
 
 #[derive(Subcommand)]
@@ -124,6 +147,11 @@ fn main() -> ExitCode {
             force,
             keep_going,
             no_wait,
+            executor,
+            partition,
+            account,
+            slurm_opt,
+            max_jobs,
         } => {
             let dag = match load(&file, &registry, &workspace, true) {
                 Ok(d) => d,
@@ -157,6 +185,15 @@ fn main() -> ExitCode {
                 targets: stages,
                 stage_exe: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("incrpipe")),
                 wait_for_lock: !no_wait,
+                slurm: (executor == Executor::Slurm).then(|| SlurmOptions {
+                    partition,
+                    account,
+                    extra: slurm_opt
+                        .iter()
+                        .flat_map(|o| o.split_whitespace().map(String::from))
+                        .collect(),
+                    max_jobs: max_jobs as usize,
+                }),
             };
             run::install_signal_handlers();
             let mut p = progress::for_terminal();

@@ -18,6 +18,10 @@ pub trait Progress {
     fn skipped(&mut self, stage: &str);
     fn note(&mut self, text: &str);
     fn finish(&mut self, summary: &RunSummary);
+    /// A stage's Slurm job changed state (SUBMITTED, PENDING, RUNNING...).
+    fn job_state(&mut self, stage: &str, job: &str, state: &str) {
+        let _ = (stage, job, state);
+    }
 }
 
 /// Chooses the live display when stderr is a terminal, plain lines otherwise.
@@ -35,6 +39,8 @@ struct Counts {
     done: usize,
     cached: usize,
     running: Vec<String>,
+    /// Slurm job states of running stages.
+    jobs: std::collections::BTreeMap<String, String>,
 }
 
 impl Counts {
@@ -103,6 +109,9 @@ impl Progress for Lines {
     fn finish(&mut self, s: &RunSummary) {
         eprintln!("{}", summary_text(s));
     }
+    fn job_state(&mut self, stage: &str, job: &str, state: &str) {
+        self.say(&format!("job   {stage}: Slurm job {job} {state}"));
+    }
 }
 
 /// The live display.
@@ -127,7 +136,16 @@ impl Live {
         let mut msg = self.c.line();
         if !self.c.running.is_empty() {
             msg.push_str(": ");
-            msg.push_str(&self.c.running.join(", "));
+            let shown: Vec<String> = self
+                .c
+                .running
+                .iter()
+                .map(|s| match self.c.jobs.get(s) {
+                    Some(st) => format!("{s} ({st})"),
+                    None => s.clone(),
+                })
+                .collect();
+            msg.push_str(&shown.join(", "));
         }
         self.bar.set_length(self.c.total as u64);
         self.bar.set_position(self.c.done as u64);
@@ -157,12 +175,14 @@ impl Progress for Live {
     }
     fn finished(&mut self, stage: &str, seconds: f64) {
         self.c.running.retain(|s| s != stage);
+        self.c.jobs.remove(stage);
         self.c.done += 1;
         self.bar.println(format!("done  {stage} ({seconds:.1}s)"));
         self.refresh();
     }
     fn failed(&mut self, stage: &str, why: &str, log_tail: &str) {
         self.c.running.retain(|s| s != stage);
+        self.c.jobs.remove(stage);
         self.c.done += 1;
         self.bar.println(failure_text(stage, why, log_tail));
         self.refresh();
@@ -177,6 +197,12 @@ impl Progress for Live {
     fn finish(&mut self, s: &RunSummary) {
         self.bar.finish_and_clear();
         eprintln!("{}", summary_text(s));
+    }
+    fn job_state(&mut self, stage: &str, job: &str, state: &str) {
+        self.c
+            .jobs
+            .insert(stage.to_string(), format!("job {job} {state}"));
+        self.refresh();
     }
 }
 

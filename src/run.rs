@@ -1,6 +1,7 @@
 //! Running a pipeline: the scheduler loop. Ready stages are looked up in the
-//! cache (and their outs restored) or started as child processes within the
-//! CPU slots and the GPU pool; finished ones are committed to the cache.
+//! cache (and their outs restored) or started: as child processes within the
+//! CPU slots and the GPU pool, or as Slurm jobs (see [`crate::slurm`]) within
+//! the cap on jobs in flight. Finished ones are committed to the cache.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -17,10 +18,18 @@ use crate::keys;
 use crate::process;
 use crate::progress::Progress;
 use crate::resources::Pool;
+use crate::slurm::{self, Event, Follower, JobEnd, JobFiles, JobRecord, SlurmOptions, SubmitError};
 use crate::spec::Action;
 
 /// How long stages get to exit after SIGTERM before SIGKILL.
 const GRACE: Duration = Duration::from_secs(10);
+/// Tries of sbatch when the controller is busy or unreachable, and the first pause.
+const SUBMIT_TRIES: u32 = 5;
+const SUBMIT_BACKOFF: Duration = Duration::from_secs(1);
+/// Resubmissions after a time limit, preemption or node failure, at most.
+const MAX_RESUBMITS: u32 = 10;
+/// How long outs of a finished job may take to appear (a shared filesystem's caches).
+const OUTS_GRACE: Duration = Duration::from_secs(10);
 
 pub struct RunOptions {
     pub workspace: PathBuf,
@@ -35,6 +44,8 @@ pub struct RunOptions {
     pub stage_exe: PathBuf,
     /// Wait for a cache held by another runner instead of failing.
     pub wait_for_lock: bool,
+    /// `Some`: stages run as Slurm jobs unless their `executor` is "local".
+    pub slurm: Option<SlurmOptions>,
 }
 
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -84,10 +95,40 @@ enum State {
     Skipped,
 }
 
+/// What runs a stage.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Handle {
+    /// A child process, in its own process group.
+    Local { pgid: i32 },
+    /// A Slurm job.
+    Slurm { job: String },
+}
+
+/// How a running stage ended.
+enum Ended {
+    Local(std::io::Result<ExitStatus>),
+    Slurm(JobEnd),
+}
+
+/// The Slurm side of a run.
+struct SlurmRun {
+    opts: SlurmOptions,
+    files: JobFiles,
+    follower: Follower,
+    /// Stages whose submission failed transiently: not before, tries so far.
+    backoff: BTreeMap<usize, (Instant, u32)>,
+    /// Attempts and resubmissions of stages sent back to be submitted again.
+    again: BTreeMap<usize, (u32, u32)>,
+    /// Whether Slurm answered once (checked before the first submission).
+    reachable: Option<Result<(), String>>,
+}
+
 struct Running {
-    pgid: i32,
+    handle: Handle,
     started: Instant,
     attempt: u32,
+    /// Of the attempts, how many were resubmissions after Slurm stopped the job.
+    resubmits: u32,
     devices: Vec<String>,
     cpus: u32,
     key: String,
@@ -103,8 +144,15 @@ pub fn run(
     progress: &mut dyn Progress,
 ) -> Result<RunSummary, RunError> {
     let mut pool = Pool::new(opts.jobs.max(1), opts.gpus.clone());
-    for n in &dag.nodes {
-        if n.spec.gpus as usize > pool.gpu_count() {
+    // A stage's own `executor` wins over the run's.
+    let on_slurm = |i: usize| match dag.nodes[i].spec.executor.as_deref() {
+        Some("local") => false,
+        Some("slurm") => true,
+        _ => opts.slurm.is_some(),
+    };
+    for (i, n) in dag.nodes.iter().enumerate() {
+        // Slurm allocates the GPUs of its jobs; the local pool is irrelevant there.
+        if !on_slurm(i) && n.spec.gpus as usize > pool.gpu_count() {
             return Err(RunError::Input(format!(
                 "stage `{}` needs {} GPU(s) but only {} {} available ({}); pass --gpus or lower resources.gpus",
                 n.spec.name,
@@ -152,6 +200,22 @@ pub fn run(
     })?;
     end_orphans(cache, progress);
     cache.clean_tmp();
+    let mut slurm = if wanted.iter().any(|&i| on_slurm(i)) {
+        let files = JobFiles::new(cache).map_err(|source| CacheError::Io {
+            path: cache.root().join("state/jobs"),
+            source,
+        })?;
+        Some(SlurmRun {
+            opts: opts.slurm.clone().unwrap_or_default(),
+            files,
+            follower: Follower::default(),
+            backoff: BTreeMap::new(),
+            again: BTreeMap::new(),
+            reachable: None,
+        })
+    } else {
+        None
+    };
 
     let mut stats = StatCache::load(&cache.stat_cache_path());
     let mut state: Vec<State> = vec![State::Waiting; dag.nodes.len()];
@@ -169,8 +233,33 @@ pub fn run(
             stop_new = true;
             progress.note("interrupt: stopping running stages");
             for r in running.values_mut() {
-                process::signal_group(r.pgid, libc::SIGTERM);
-                r.term_sent = Some(Instant::now());
+                if let Handle::Local { pgid } = r.handle {
+                    process::signal_group(pgid, libc::SIGTERM);
+                    r.term_sent = Some(Instant::now());
+                }
+            }
+            // Exactly the jobs of this run are cancelled; their records go, so
+            // a later run submits those stages afresh.
+            let jobs: Vec<(usize, String)> = running
+                .iter()
+                .filter_map(|(i, r)| match &r.handle {
+                    Handle::Slurm { job } => Some((*i, job.clone())),
+                    Handle::Local { .. } => None,
+                })
+                .collect();
+            if let Some(sl) = slurm.as_mut()
+                && !jobs.is_empty()
+            {
+                slurm::client::cancel(&jobs.iter().map(|j| j.1.clone()).collect::<Vec<_>>());
+                for (i, job) in jobs {
+                    let r = running.remove(&i).expect("listed above");
+                    sl.files.forget(&r.key);
+                    sl.follower.forget(&job);
+                    let name = &dag.nodes[i].spec.name;
+                    progress.failed(name, &format!("was cancelled (Slurm job {job})"), "");
+                    state[i] = State::Failed;
+                    summary.failed.push(name.clone());
+                }
             }
         }
         // Start or resolve every ready stage, in topological order.
@@ -232,6 +321,70 @@ pub fn run(
                         Err(e) => return Err(e.into()),
                     }
                 }
+                if on_slurm(i) {
+                    let sl = slurm.as_mut().expect("created when a stage runs on Slurm");
+                    let in_flight = running
+                        .values()
+                        .filter(|r| matches!(r.handle, Handle::Slurm { .. }))
+                        .count();
+                    if in_flight >= sl.opts.max_jobs
+                        || sl.backoff.get(&i).is_some_and(|b| Instant::now() < b.0)
+                    {
+                        continue;
+                    }
+                    let (attempt, resubmits) = sl.again.get(&i).copied().unwrap_or((1, 0));
+                    let started = match sl.adoptable(&key) {
+                        Some(job) => {
+                            progress.note(&format!(
+                                "{name}: following Slurm job {job}, submitted by an earlier run"
+                            ));
+                            Ok(job)
+                        }
+                        None => submit(dag, i, &key, &manifest, cache, opts, sl, attempt),
+                    };
+                    match started {
+                        Ok(job) => {
+                            sl.backoff.remove(&i);
+                            sl.again.remove(&i);
+                            progress.started(name, &[]);
+                            progress.job_state(name, &job, "SUBMITTED");
+                            running.insert(
+                                i,
+                                Running {
+                                    handle: Handle::Slurm { job },
+                                    started: Instant::now(),
+                                    attempt,
+                                    resubmits,
+                                    devices: Vec::new(),
+                                    cpus: 0,
+                                    key,
+                                    manifest,
+                                    term_sent: None,
+                                    timed_out: false,
+                                },
+                            );
+                            state[i] = State::Running;
+                        }
+                        Err(SubmitError::Transient(why))
+                            if sl.backoff.get(&i).map_or(0, |b| b.1) + 1 < SUBMIT_TRIES =>
+                        {
+                            let tries = sl.backoff.get(&i).map_or(0, |b| b.1) + 1;
+                            let pause = SUBMIT_BACKOFF * 2u32.pow(tries - 1);
+                            progress.note(&format!(
+                                "{name}: sbatch failed ({why}); trying again in {pause:?}"
+                            ));
+                            sl.backoff.insert(i, (Instant::now() + pause, tries));
+                        }
+                        Err(e) => {
+                            sl.backoff.remove(&i);
+                            progress.failed(name, &format!("could not be submitted: {e}"), "");
+                            state[i] = State::Failed;
+                            summary.failed.push(name.clone());
+                            stop_new |= !opts.keep_going;
+                        }
+                    }
+                    continue;
+                }
                 let Some(devices) = pool.take(node.spec.cpus, node.spec.gpus) else {
                     continue;
                 };
@@ -242,9 +395,10 @@ pub fn run(
                         running.insert(
                             i,
                             Running {
-                                pgid,
+                                handle: Handle::Local { pgid },
                                 started: Instant::now(),
                                 attempt: 1,
+                                resubmits: 0,
                                 devices,
                                 cpus,
                                 key,
@@ -266,121 +420,179 @@ pub fn run(
                 }
             }
         }
-        if running.is_empty() {
+        let backing_off = slurm.as_ref().is_some_and(|sl| !sl.backoff.is_empty());
+        let backing_off = backing_off || slurm.as_ref().is_some_and(|sl| !sl.again.is_empty());
+        if running.is_empty() && (stop_new || !backing_off) {
             break;
         }
-        // Timeouts, and SIGKILL for stages that ignored SIGTERM.
+        // Timeouts, and SIGKILL for stages that ignored SIGTERM. (Slurm jobs
+        // get the timeout as their --time; Slurm enforces it.)
         for (&i, r) in running.iter_mut() {
+            let Handle::Local { pgid } = r.handle else {
+                continue;
+            };
             if let Some(t) = dag.nodes[i].spec.timeout
                 && r.term_sent.is_none()
                 && r.started.elapsed() > t
             {
-                process::signal_group(r.pgid, libc::SIGTERM);
+                process::signal_group(pgid, libc::SIGTERM);
                 r.term_sent = Some(Instant::now());
                 r.timed_out = true;
             }
             if r.term_sent.is_some_and(|t| t.elapsed() > GRACE) {
-                process::signal_group(r.pgid, libc::SIGKILL);
+                process::signal_group(pgid, libc::SIGKILL);
             }
         }
-        let Ok((i, attempt, status)) = rx.recv_timeout(Duration::from_millis(50)) else {
-            continue;
-        };
-        let Some(r) = running.remove(&i) else {
-            continue;
-        };
-        debug_assert_eq!(attempt, r.attempt);
-        // Whatever the stage left behind in its group goes with it.
-        process::signal_group(r.pgid, libc::SIGKILL);
-        save_running(cache, dag, &running)?;
-        let node = &dag.nodes[i];
-        let name = &node.spec.name;
-        let log = cache.log_path(name);
-        let secs = r.started.elapsed().as_secs_f64();
-        let outcome = match status {
-            Ok(s) if s.success() && !r.timed_out => match node
-                .outs
+        let mut ended: Vec<(usize, Ended)> = Vec::new();
+        if let Some(sl) = slurm.as_mut() {
+            let jobs: Vec<(usize, String, String)> = running
                 .iter()
-                .find(|o| !o.resolve(&opts.workspace).exists())
-            {
-                Some(o) => Err(format!(
-                    "exited 0 but did not produce its out `{}`",
-                    o.key_form()
-                )),
-                None => Ok(()),
-            },
-            Ok(_) if r.timed_out => Err(format!(
-                "timed out after {:?}",
-                node.spec.timeout.unwrap_or_default()
-            )),
-            Ok(s) => Err(describe_status(s)),
-            Err(e) => Err(format!("could not be waited for: {e}")),
-        };
-        let outcome = outcome.and_then(|()| {
-            cache
-                .commit(&r.key, name, &r.manifest, &opts.workspace, Some(&log), secs)
-                .map_err(|e| format!("could not be committed to the cache: {e}"))
-        });
-        let retry = outcome.is_err() && r.attempt <= node.spec.retries && !stop_new;
-        if !retry {
-            pool.give(r.cpus, &r.devices);
-        }
-        match outcome {
-            Ok(meta) => {
-                cache.record_last(name, &r.key, &r.manifest)?;
-                summary.ran.push(name.clone());
-                progress.finished(name, secs);
-                state[i] = State::Done(Box::new(meta));
-            }
-            Err(why) if retry => {
-                // The stage keeps its CPU slots and devices for the next attempt.
-                progress.note(&format!(
-                    "{name} {why}; retrying (attempt {} of {})",
-                    r.attempt + 1,
-                    node.spec.retries + 1
-                ));
-                match launch(
-                    dag,
-                    i,
-                    &r.key,
-                    &r.manifest,
-                    &r.devices,
-                    r.cpus,
-                    cache,
-                    opts,
-                    &tx,
-                    r.attempt + 1,
-                ) {
-                    Ok(pgid) => {
-                        running.insert(
-                            i,
-                            Running {
-                                pgid,
-                                started: Instant::now(),
-                                attempt: r.attempt + 1,
-                                term_sent: None,
-                                timed_out: false,
-                                ..r
-                            },
-                        );
-                        save_running(cache, dag, &running)?;
-                    }
-                    Err(e) => {
-                        pool.give(r.cpus, &r.devices);
-                        progress.failed(name, &format!("could not restart: {e}"), "");
-                        state[i] = State::Failed;
-                        summary.failed.push(name.clone());
-                        stop_new |= !opts.keep_going;
+                .filter_map(|(i, r)| match &r.handle {
+                    Handle::Slurm { job } => Some((*i, job.clone(), r.key.clone())),
+                    Handle::Local { .. } => None,
+                })
+                .collect();
+            if !jobs.is_empty() {
+                let pairs: Vec<(String, String)> =
+                    jobs.iter().map(|j| (j.1.clone(), j.2.clone())).collect();
+                for (job, ev) in sl.follower.poll(&sl.files, &pairs) {
+                    let Some((i, _, _)) = jobs.iter().find(|j| j.1 == job) else {
+                        continue;
+                    };
+                    match ev {
+                        Event::State(st) => progress.job_state(&dag.nodes[*i].spec.name, &job, &st),
+                        Event::End(end) => ended.push((*i, Ended::Slurm(end))),
                     }
                 }
             }
-            Err(why) => {
-                // A failed stage's outputs never enter the cache.
-                let tail = log_tail(&log, 20);
-                progress.failed(name, &why, &tail);
-                state[i] = State::Failed;
-                summary.failed.push(name.clone());
-                stop_new |= !opts.keep_going;
+        }
+        if ended.is_empty()
+            && let Ok((i, attempt, status)) = rx.recv_timeout(Duration::from_millis(50))
+            && running.get(&i).is_some_and(|r| r.attempt == attempt)
+        {
+            ended.push((i, Ended::Local(status)));
+        }
+        for (i, end) in ended {
+            let Some(r) = running.remove(&i) else {
+                continue;
+            };
+            let node = &dag.nodes[i];
+            let name = &node.spec.name;
+            let log = cache.log_path(name);
+            let secs = r.started.elapsed().as_secs_f64();
+            let outcome = match (&end, &r.handle) {
+                (Ended::Local(status), Handle::Local { pgid }) => {
+                    // Whatever the stage left behind in its group goes with it.
+                    process::signal_group(*pgid, libc::SIGKILL);
+                    save_running(cache, dag, &running)?;
+                    match status {
+                        Ok(s) if s.success() && !r.timed_out => outs_present(node, opts, None),
+                        Ok(_) if r.timed_out => Err(format!(
+                            "timed out after {:?}",
+                            node.spec.timeout.unwrap_or_default()
+                        )),
+                        Ok(s) => Err(describe_status(*s)),
+                        Err(e) => Err(format!("could not be waited for: {e}")),
+                    }
+                }
+                (Ended::Slurm(e), Handle::Slurm { job }) => {
+                    if let Some(sl) = slurm.as_ref() {
+                        sl.files.forget(&r.key);
+                    }
+                    match e {
+                        // Written on another machine: give the shared filesystem time to show it.
+                        JobEnd::Exited(0) => outs_present(node, opts, Some(OUTS_GRACE)),
+                        JobEnd::Exited(c) => {
+                            Err(format!("exited with status {c} (Slurm job {job})"))
+                        }
+                        JobEnd::Resubmit(why) | JobEnd::Failed(why) => Err(why.clone()),
+                    }
+                }
+                _ => unreachable!("a stage ends the way it was started"),
+            };
+            let outcome = outcome.and_then(|()| {
+                cache
+                    .commit(&r.key, name, &r.manifest, &opts.workspace, Some(&log), secs)
+                    .map_err(|e| format!("could not be committed to the cache: {e}"))
+            });
+            let resubmit = matches!(end, Ended::Slurm(JobEnd::Resubmit(_)))
+                && r.resubmits < MAX_RESUBMITS
+                && !stop_new;
+            let retry = outcome.is_err()
+                && !stop_new
+                && (resubmit || r.attempt - r.resubmits <= node.spec.retries);
+            if !retry {
+                pool.give(r.cpus, &r.devices);
+            }
+            match outcome {
+                Ok(meta) => {
+                    cache.record_last(name, &r.key, &r.manifest)?;
+                    summary.ran.push(name.clone());
+                    progress.finished(name, secs);
+                    state[i] = State::Done(Box::new(meta));
+                }
+                Err(why) if retry => {
+                    if resubmit {
+                        progress.note(&format!("{name}: {why}"));
+                    } else {
+                        progress.note(&format!(
+                            "{name} {why}; retrying (attempt {} of {})",
+                            r.attempt - r.resubmits + 1,
+                            node.spec.retries + 1
+                        ));
+                    }
+                    if let Handle::Slurm { .. } = r.handle {
+                        // Back to the ready stages: submitted again on the next pass.
+                        let sl = slurm.as_mut().expect("a Slurm job implies the Slurm side");
+                        sl.again
+                            .insert(i, (r.attempt + 1, r.resubmits + u32::from(resubmit)));
+                        state[i] = State::Waiting;
+                        continue;
+                    }
+                    // The stage keeps its CPU slots and devices for the next attempt.
+                    match launch(
+                        dag,
+                        i,
+                        &r.key,
+                        &r.manifest,
+                        &r.devices,
+                        r.cpus,
+                        cache,
+                        opts,
+                        &tx,
+                        r.attempt + 1,
+                    ) {
+                        Ok(pgid) => {
+                            running.insert(
+                                i,
+                                Running {
+                                    handle: Handle::Local { pgid },
+                                    started: Instant::now(),
+                                    attempt: r.attempt + 1,
+                                    term_sent: None,
+                                    timed_out: false,
+                                    ..r
+                                },
+                            );
+                            save_running(cache, dag, &running)?;
+                        }
+                        Err(e) => {
+                            pool.give(r.cpus, &r.devices);
+                            progress.failed(name, &format!("could not restart: {e}"), "");
+                            state[i] = State::Failed;
+                            summary.failed.push(name.clone());
+                            stop_new |= !opts.keep_going;
+                        }
+                    }
+                }
+                Err(why) => {
+                    // A failed stage's outputs never enter the cache.
+                    let tail = log_tail(&log, 20);
+                    progress.failed(name, &why, &tail);
+                    state[i] = State::Failed;
+                    summary.failed.push(name.clone());
+                    stop_new |= !opts.keep_going;
+                }
             }
         }
     }
@@ -409,40 +621,12 @@ fn launch(
     attempt: u32,
 ) -> std::io::Result<i32> {
     let node = &dag.nodes[i];
-    // A stage starts from a clean slate: its declared outs are removed first.
-    for o in &node.outs {
-        remove_path(&o.resolve(&opts.workspace))?;
-        if let Some(parent) = o.resolve(&opts.workspace).parent() {
-            std::fs::create_dir_all(parent)?;
-        }
-    }
-    let scratch = cache.scratch_dir(key);
-    std::fs::create_dir_all(&scratch)?;
-    let params_path = cache
-        .root()
-        .join("state")
-        .join(format!("params-{key}.json"));
-    let params = serde_json::json!({ "stage": node.spec.name, "params": manifest.params, "matrix": manifest.matrix, "deps": node.deps.iter().map(crate::paths::WPath::key_form).collect::<Vec<_>>(), "outs": manifest.outs });
-    crate::fsutil::write_atomic(&params_path, &serde_json::to_vec_pretty(&params).unwrap())?;
-    let mut cmd = match &node.spec.action {
-        Action::Cmd(text) => {
-            let mut c = Command::new("bash");
-            c.arg("-c").arg(text);
-            c
-        }
-        Action::Builtin { kind, .. } => {
-            let mut c = Command::new(&opts.stage_exe);
-            c.arg("__stage").arg(kind);
-            c
-        }
-    };
+    let prepared = prepare(dag, i, key, manifest, cache, opts, attempt)?;
+    let mut cmd = Command::new(&prepared.argv[0]);
+    cmd.args(&prepared.argv[1..]);
     let cuda = devices.join(",");
     cmd.current_dir(&opts.workspace)
-        .env("INCRPIPE_STAGE", &node.spec.name)
-        .env("INCRPIPE_KEY", key)
-        .env("INCRPIPE_PARAMS", &params_path)
-        .env("INCRPIPE_SCRATCH", &scratch)
-        .env("INCRPIPE_ATTEMPT", attempt.to_string())
+        .envs(prepared.env)
         .env("INCRPIPE_CPUS", cpus.to_string())
         .env("RAYON_NUM_THREADS", cpus.to_string())
         .env("OMP_NUM_THREADS", cpus.to_string())
@@ -460,17 +644,201 @@ fn launch(
     Ok(pgid)
 }
 
+/// A stage ready to start, on either executor.
+struct Prepared {
+    argv: Vec<String>,
+    /// INCRPIPE_STAGE, _KEY, _PARAMS, _SCRATCH, _ATTEMPT.
+    env: Vec<(String, String)>,
+}
+
+/// Clears a stage's outs and writes its params file and scratch directory.
+fn prepare(
+    dag: &Dag,
+    i: usize,
+    key: &str,
+    manifest: &Manifest,
+    cache: &Cache,
+    opts: &RunOptions,
+    attempt: u32,
+) -> std::io::Result<Prepared> {
+    let node = &dag.nodes[i];
+    // A stage starts from a clean slate: its declared outs are removed first.
+    for o in &node.outs {
+        remove_path(&o.resolve(&opts.workspace))?;
+        if let Some(parent) = o.resolve(&opts.workspace).parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+    }
+    let scratch = cache.scratch_dir(key);
+    std::fs::create_dir_all(&scratch)?;
+    let params_path = cache
+        .root()
+        .join("state")
+        .join(format!("params-{key}.json"));
+    let params = serde_json::json!({ "stage": node.spec.name, "params": manifest.params, "matrix": manifest.matrix, "deps": node.deps.iter().map(crate::paths::WPath::key_form).collect::<Vec<_>>(), "outs": manifest.outs });
+    crate::fsutil::write_atomic(&params_path, &serde_json::to_vec_pretty(&params).unwrap())?;
+    let argv = match &node.spec.action {
+        Action::Cmd(text) => vec!["bash".into(), "-c".into(), text.clone()],
+        Action::Builtin { kind, .. } => vec![
+            opts.stage_exe.to_string_lossy().into_owned(),
+            "__stage".into(),
+            kind.clone(),
+        ],
+    };
+    let path = |p: &Path| p.to_string_lossy().into_owned();
+    let env = vec![
+        ("INCRPIPE_STAGE".into(), node.spec.name.clone()),
+        ("INCRPIPE_KEY".into(), key.to_string()),
+        ("INCRPIPE_PARAMS".into(), path(&params_path)),
+        ("INCRPIPE_SCRATCH".into(), path(&scratch)),
+        ("INCRPIPE_ATTEMPT".into(), attempt.to_string()),
+    ];
+    Ok(Prepared { argv, env })
+}
+
+/// Submits a stage as a Slurm job and records key -> job id in the cache.
+#[allow(clippy::too_many_arguments)]
+fn submit(
+    dag: &Dag,
+    i: usize,
+    key: &str,
+    manifest: &Manifest,
+    cache: &Cache,
+    opts: &RunOptions,
+    sl: &mut SlurmRun,
+    attempt: u32,
+) -> Result<String, SubmitError> {
+    if sl.reachable.is_none() {
+        sl.reachable = Some(slurm::client::reachable());
+    }
+    if let Some(Err(why)) = &sl.reachable {
+        return Err(SubmitError::Unreachable(why.clone()));
+    }
+    let node = &dag.nodes[i];
+    let prepared = prepare(dag, i, key, manifest, cache, opts, attempt)?;
+    let mut env = prepared.env;
+    // The job does not inherit the runner's environment reliably: pass what
+    // finds programs and libraries, then the stage's own variables.
+    for var in ["PATH", "LD_LIBRARY_PATH"] {
+        if let Ok(v) = std::env::var(var) {
+            env.push((var.to_string(), v));
+        }
+    }
+    env.extend(node.spec.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+    let status = sl.files.status_path(key);
+    let _ = std::fs::remove_file(&status);
+    let script = slurm::script::JobScript {
+        stage: &node.spec.name,
+        key,
+        workspace: &opts.workspace,
+        argv: prepared.argv,
+        env,
+        cpus: node.spec.cpus.max(1),
+        gpus: node.spec.gpus,
+        status: &status,
+    };
+    let script_path = sl.files.script(key);
+    crate::fsutil::write_atomic(&script_path, script.render().as_bytes())?;
+    let res = slurm::JobResources {
+        cpus: node.spec.cpus.max(1),
+        gpus: node.spec.gpus,
+        // A runner `timeout` becomes the job's wall time unless `time` is given.
+        time: node
+            .spec
+            .time
+            .clone()
+            .or_else(|| node.spec.timeout.map(slurm::minutes)),
+        mem: node.spec.mem.clone(),
+    };
+    let args = slurm::client::sbatch_args(
+        &sl.opts,
+        &node.spec.name,
+        &res,
+        &cache.log_path(&node.spec.name),
+        &opts.workspace,
+        &script_path,
+    );
+    let job = slurm::client::submit(&args).map_err(|e| match e {
+        SubmitError::Refused(m) if node.spec.gpus > 0 && m.contains("node configuration") => {
+            SubmitError::Refused(format!(
+                "{m} (the stage asks for {} GPU(s) with --gres=gpu:{}; does any node of the partition have that many?)",
+                node.spec.gpus, node.spec.gpus
+            ))
+        }
+        e => e,
+    })?;
+    sl.files.write_record(&JobRecord {
+        job: job.clone(),
+        stage: node.spec.name.clone(),
+        key: key.to_string(),
+    })?;
+    Ok(job)
+}
+
+impl SlurmRun {
+    /// The job an earlier runner submitted for `key`, if it is still running
+    /// (or has ended since and left its status): following it beats running
+    /// the stage twice.
+    fn adoptable(&mut self, key: &str) -> Option<String> {
+        let rec = self.files.read_record(key)?;
+        if self.files.read_status(key, &rec.job).is_some() {
+            return Some(rec.job);
+        }
+        match slurm::client::states(std::slice::from_ref(&rec.job)) {
+            Some(m) => match m.get(&rec.job) {
+                Some(st) if !slurm::follow::is_final(st) => Some(rec.job),
+                _ => {
+                    self.files.forget(key);
+                    None
+                }
+            },
+            // Slurm does not answer: follow the job rather than risk a second one.
+            None => Some(rec.job),
+        }
+    }
+}
+
+/// Whether a stage that exited 0 left all its outs, waiting up to `grace` for them.
+fn outs_present(
+    node: &crate::dag::Node,
+    opts: &RunOptions,
+    grace: Option<Duration>,
+) -> Result<(), String> {
+    let start = Instant::now();
+    loop {
+        match node
+            .outs
+            .iter()
+            .find(|o| !o.resolve(&opts.workspace).exists())
+        {
+            None => return Ok(()),
+            Some(o) if grace.is_none_or(|g| start.elapsed() > g) => {
+                return Err(format!(
+                    "exited 0 but did not produce its out `{}`",
+                    o.key_form()
+                ));
+            }
+            Some(_) => std::thread::sleep(Duration::from_millis(200)),
+        }
+    }
+}
+
 fn save_running(
     cache: &Cache,
     dag: &Dag,
     running: &BTreeMap<usize, Running>,
 ) -> Result<(), CacheError> {
+    // Only local process groups: Slurm jobs are recorded in state/jobs/ and
+    // outlive the runner on purpose.
     let recs: Vec<RunningRec> = running
         .iter()
-        .map(|(i, r)| RunningRec {
-            stage: dag.nodes[*i].spec.name.clone(),
-            pgid: r.pgid,
-            start_ticks: process::start_ticks(r.pgid).unwrap_or(0),
+        .filter_map(|(i, r)| match r.handle {
+            Handle::Local { pgid } => Some(RunningRec {
+                stage: dag.nodes[*i].spec.name.clone(),
+                pgid,
+                start_ticks: process::start_ticks(pgid).unwrap_or(0),
+            }),
+            Handle::Slurm { .. } => None,
         })
         .collect();
     cache.write_running(&recs)

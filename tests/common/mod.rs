@@ -13,7 +13,7 @@ pub struct Out {
     pub code: i32,
     pub stdout: String,
     pub stderr: String,
-    args: String,
+    pub args: String,
 }
 
 impl Out {

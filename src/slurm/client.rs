@@ -1,0 +1,260 @@
+//! The Slurm commands the runner uses: sbatch (without --wait: the runner
+//! polls), squeue for job states, scancel. Every call has a time limit, so an
+//! unresponsive controller delays the run instead of hanging it.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use super::SlurmOptions;
+
+/// How long one Slurm command may take.
+const CALL_LIMIT: Duration = Duration::from_secs(30);
+
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitError {
+    #[error("cannot run sbatch ({0}); is Slurm's client installed and on PATH?")]
+    NotFound(io::Error),
+    /// Slurm will not take this job as asked (resources no node has, bad partition...).
+    #[error("sbatch refused the job: {0}")]
+    Refused(String),
+    /// The controller was busy or unreachable; submitting again later may work.
+    #[error("sbatch failed: {0}")]
+    Transient(String),
+    #[error("Slurm does not answer (sinfo: {0}); is this a Slurm login node?")]
+    Unreachable(String),
+    #[error("cannot prepare the job: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// What a stage asks of Slurm.
+#[derive(Debug, Clone, Default)]
+pub struct JobResources {
+    pub cpus: u32,
+    pub gpus: u32,
+    /// Wall time as Slurm takes it, e.g. "2:00:00".
+    pub time: Option<String>,
+    /// Memory as Slurm takes it, e.g. "8G".
+    pub mem: Option<String>,
+}
+
+/// The sbatch command line for one stage's job.
+pub fn sbatch_args(
+    opts: &SlurmOptions,
+    name: &str,
+    res: &JobResources,
+    log: &Path,
+    workspace: &Path,
+    script: &Path,
+) -> Vec<String> {
+    let mut a = vec![
+        "--parsable".to_string(),
+        format!("--job-name=incrpipe:{name}"),
+        format!("--output={}", log.display()),
+        format!("--chdir={}", workspace.display()),
+        // The script sets the environment itself (see script.rs).
+        "--export=NONE".to_string(),
+        // The runner resubmits a preempted or failed job itself, so Slurm must
+        // not run the same job id a second time behind its back.
+        "--no-requeue".to_string(),
+        "--ntasks=1".to_string(),
+        format!("--cpus-per-task={}", res.cpus.max(1)),
+    ];
+    if res.gpus > 0 {
+        a.push(format!("--gres=gpu:{}", res.gpus));
+    }
+    if let Some(t) = &res.time {
+        a.push(format!("--time={t}"));
+    }
+    if let Some(m) = &res.mem {
+        a.push(format!("--mem={m}"));
+    }
+    if let Some(p) = &opts.partition {
+        a.push(format!("--partition={p}"));
+    }
+    if let Some(acc) = &opts.account {
+        a.push(format!("--account={acc}"));
+    }
+    a.extend(opts.extra.iter().cloned());
+    a.push(script.display().to_string());
+    a
+}
+
+/// Submits; returns the job id.
+pub fn submit(args: &[String]) -> Result<String, SubmitError> {
+    let out = run_limited(Command::new("sbatch").args(args)).map_err(SubmitError::NotFound)?;
+    let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
+    if !out.status.success() {
+        let msg = stderr
+            .lines()
+            .map(|l| l.trim_start_matches("sbatch: error: ").trim())
+            .filter(|l| !l.is_empty())
+            .collect::<Vec<_>>()
+            .join("; ");
+        let msg = if msg.is_empty() {
+            format!("exit status {:?}", out.status.code())
+        } else {
+            msg
+        };
+        return Err(if is_transient(&msg) {
+            SubmitError::Transient(msg)
+        } else {
+            SubmitError::Refused(msg)
+        });
+    }
+    // --parsable prints `JOBID` or `JOBID;CLUSTER`.
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let id = stdout.trim().split(';').next().unwrap_or("").to_string();
+    if id.is_empty() || !id.chars().all(|c| c.is_ascii_digit() || c == '_') {
+        return Err(SubmitError::Transient(format!(
+            "sbatch printed no job id (stdout {stdout:?}, stderr {stderr:?})"
+        )));
+    }
+    Ok(id)
+}
+
+/// Failures worth another try: the controller is busy, restarting or unreachable.
+fn is_transient(msg: &str) -> bool {
+    let m = msg.to_ascii_lowercase();
+    [
+        "temporarily",
+        "timed out",
+        "time out",
+        "try again",
+        "unable to contact",
+        "connection refused",
+        "socket",
+        "communication",
+        "zero bytes",
+        "slurm_persist",
+    ]
+    .iter()
+    .any(|w| m.contains(w))
+}
+
+/// Cancels exactly these jobs.
+pub fn cancel(jobs: &[String]) {
+    if jobs.is_empty() {
+        return;
+    }
+    let _ = run_limited(Command::new("scancel").args(jobs));
+}
+
+/// The states of these jobs (finished ones too, while Slurm remembers them).
+/// A job missing from the map is unknown to Slurm. `None`: squeue failed.
+pub fn states(jobs: &[String]) -> Option<BTreeMap<String, String>> {
+    if jobs.is_empty() {
+        return Some(BTreeMap::new());
+    }
+    let out = run_limited(Command::new("squeue").args([
+        "-h",
+        "--states=all",
+        "-o",
+        "%i|%T",
+        "-j",
+        &jobs.join(","),
+    ]))
+    .ok()?;
+    if !out.status.success() {
+        // When none of the ids is known any more squeue fails with this.
+        return String::from_utf8_lossy(&out.stderr)
+            .contains("Invalid job id")
+            .then(BTreeMap::new);
+    }
+    Some(
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| {
+                let (id, st) = l.trim().split_once('|')?;
+                Some((id.to_string(), st.to_string()))
+            })
+            .collect(),
+    )
+}
+
+/// Whether Slurm answers (`sinfo`), for a clear error before submitting anything.
+pub fn reachable() -> Result<(), String> {
+    match run_limited(Command::new("sinfo").args(["-h", "-o", "%P"])) {
+        Ok(o) if o.status.success() => Ok(()),
+        Ok(o) => Err(String::from_utf8_lossy(&o.stderr).trim().to_string()),
+        Err(e) => Err(format!("cannot run sinfo: {e}")),
+    }
+}
+
+/// Runs a command with [`CALL_LIMIT`], output captured.
+fn run_limited(cmd: &mut Command) -> io::Result<Output> {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let start = Instant::now();
+    loop {
+        if child.try_wait()?.is_some() {
+            return child.wait_with_output();
+        }
+        if start.elapsed() > CALL_LIMIT {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("no answer within {CALL_LIMIT:?}"),
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resources_map_to_sbatch_options() {
+        let opts = SlurmOptions {
+            partition: Some("gpu".into()),
+            account: Some("lab".into()),
+            extra: vec!["--qos=long".into()],
+            max_jobs: 10,
+        };
+        let res = JobResources {
+            cpus: 4,
+            gpus: 2,
+            time: Some("1:00:00".into()),
+            mem: Some("8G".into()),
+        };
+        let a = sbatch_args(
+            &opts,
+            "train",
+            &res,
+            Path::new("/c/l.log"),
+            Path::new("/w"),
+            Path::new("/c/j.sh"),
+        );
+        for want in [
+            "--cpus-per-task=4",
+            "--gres=gpu:2",
+            "--time=1:00:00",
+            "--mem=8G",
+            "--partition=gpu",
+            "--account=lab",
+            "--qos=long",
+            "--output=/c/l.log",
+        ] {
+            assert!(a.contains(&want.to_string()), "{want} missing from {a:?}");
+        }
+        assert_eq!(a.last().unwrap(), "/c/j.sh");
+    }
+
+    #[test]
+    fn classifies_sbatch_errors() {
+        assert!(!is_transient(
+            "Batch job submission failed: Requested node configuration is not available"
+        ));
+        assert!(is_transient(
+            "Batch job submission failed: Socket timed out on send/recv operation"
+        ));
+    }
+}
