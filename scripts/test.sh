@@ -7,6 +7,9 @@ cd "$(dirname "$0")/.."
 log=$(mktemp)
 status=0
 
+# tests/report.rs checks results/index.html in a real headless browser.
+command -v chromium >/dev/null || (apt-get update && apt-get install -y --no-install-recommends chromium)
+
 # Everything optimised (see Cargo.toml profiles); --locked keeps CI on Cargo.lock.
 cargo test --locked --all-targets 2>&1 | tee "$log" || status=1
 # The GPU backend must keep compiling even where no GPU exists.
