@@ -24,7 +24,8 @@
 //!
 //! [`write_expected`] makes both files from a results CSV: every column `X`
 //! with a companion `X_std` gets abs = k x (the largest `X_std` over rows),
-//! and `X_std` itself the same; the other numeric columns stay exact.
+//! and `X_std` itself the same; columns derived from another (`diff_vs_paper`)
+//! are ignored; the other numeric columns stay exact.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -33,6 +34,10 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use super::error::ReportError;
+
+/// Columns computed from another column: they move with it, so checking them
+/// again (exactly) would fail whenever the source moves within its tolerance.
+const DERIVED: [(&str, &str); 1] = [("diff_vs_paper", "test_accuracy")];
 
 /// The columns that identify a row.
 pub const KEY: [&str; 2] = ["network", "method"];
@@ -390,6 +395,14 @@ pub fn write_expected(
             let _ = writeln!(
                 s,
                 "[columns.{c}]\nabs = {abs:?}\nwhy = \"{sigmas} x largest {std_col} ({max_std})\"\n"
+            );
+        }
+    }
+    for (c, of) in DERIVED {
+        if table.col(c).is_some() {
+            let _ = writeln!(
+                s,
+                "[columns.{c}]\nignore = true\nwhy = \"derived from {of}, which is checked\"\n"
             );
         }
     }

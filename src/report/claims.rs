@@ -244,7 +244,7 @@ fn fewer_flops(base: Option<&Row>, look: Option<&Row>, k: f64) -> Claim {
         verdict,
         format!(
             "training FLOPs to reach validation accuracy {t}: look-ahead {:.3e} ± {:.1e}, \
-             baseline {:.3e} ± {:.1e}; saving {gap:.3e} vs {k} x seed spread {:.3e}",
+             baseline {:.3e} ± {:.1e}; baseline - look-ahead = {gap:+.3e} vs {k} x seed spread {:.3e}",
             l.mean,
             l.std,
             b.mean,
