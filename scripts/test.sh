@@ -16,6 +16,8 @@ if as_root scripts/slurm-up.sh >/dev/null; then
 else
   echo "scripts/slurm-up.sh failed: the Slurm tests will fail"
 fi
+# tests/report.rs checks results/index.html in a real headless browser.
+command -v chromium >/dev/null || (apt-get update && apt-get install -y --no-install-recommends chromium)
 
 # Everything optimised (see Cargo.toml profiles); --locked keeps CI on Cargo.lock.
 cargo test --locked --all-targets 2>&1 | tee "$log" || status=1

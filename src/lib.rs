@@ -21,6 +21,7 @@ pub mod paths;
 pub mod process;
 pub mod progress;
 pub mod registry;
+pub mod report;
 pub mod resources;
 pub mod run;
 pub mod slurm;

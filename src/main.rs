@@ -91,6 +91,8 @@ enum Cmd {
     Train(cmd::train::TrainArgs),
     /// Print a network's partition: each sub-network with its layers, parameters and FLOPs.
     Model(cmd::model::ModelArgs),
+    /// Compare a results CSV with expected values, within per-column tolerances.
+    Check(cmd::check::CheckArgs),
     /// Benchmarks (figures in the README).
     #[command(subcommand)]
     Bench(BenchCmd),
@@ -275,6 +277,7 @@ fn main() -> ExitCode {
         Cmd::Stage { kind } => run_stage(&registry, &kind),
         Cmd::Train(a) => report(cmd::train::run(a)),
         Cmd::Model(a) => report(cmd::model::run(a)),
+        Cmd::Check(a) => cmd::check::run(a),
         Cmd::Bench(BenchCmd::Train(a)) => report(cmd::bench::run("train", a)),
         Cmd::Bench(BenchCmd::Infer(a)) => report(cmd::bench::run("infer", a)),
         Cmd::Bench(BenchCmd::Augment(a)) => report(cmd::bench::run("augment", a)),

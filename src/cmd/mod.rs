@@ -1,5 +1,6 @@
-//! Command handlers of the engine's subcommands (train, bench, model).
+//! Command handlers of subcommands (train, bench, model, check).
 
 pub mod bench;
+pub mod check;
 pub mod model;
 pub mod train;

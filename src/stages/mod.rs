@@ -1,6 +1,7 @@
 //! Built-in stage kinds (registered in [`crate::registry::Registry::builtin`]).
 
 mod download_cifar;
+mod report;
 mod training;
 
 use crate::registry::StageKind;
@@ -14,5 +15,6 @@ pub fn all() -> Vec<Box<dyn StageKind>> {
         Box::new(training::LookAhead),
         Box::new(training::TrainBaseline),
         Box::new(training::Evaluate),
+        Box::new(report::Report),
     ]
 }

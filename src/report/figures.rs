@@ -1,0 +1,300 @@
+//! The figures (PNG and SVG), one panel per network with the three methods in
+//! each and one line per seed: per-seed lines show the spread directly, and
+//! need no averaging of runs whose epochs (chosen by the termination rule)
+//! differ. Text is drawn with a font shipped in the repository (DejaVu Sans,
+//! `assets/`), so rendering needs no system fontconfig.
+
+use std::error::Error;
+use std::path::Path;
+use std::sync::Once;
+
+use plotters::coord::Shift;
+use plotters::element::DashedPathElement;
+use plotters::prelude::*;
+
+use super::aggregate::{Row, networks};
+use super::error::ReportError;
+use super::load::EpochRow;
+use super::markdown::network_label;
+use super::paper::{METHODS, method_title};
+
+/// (file stem, title) of every figure, in the order the report shows them.
+pub const FIGURES: [(&str, &str); 4] = [
+    ("fig-val-acc-vs-epochs", "Validation accuracy vs epochs"),
+    (
+        "fig-flops-per-inference-vs-epochs",
+        "FLOPs per inference vs epochs",
+    ),
+    (
+        "fig3-val-acc-vs-train-flops",
+        "Figure 3: validation accuracy vs cumulative training FLOPs",
+    ),
+    (
+        "fig4-val-acc-vs-params",
+        "Figure 4: validation accuracy vs parameters",
+    ),
+];
+
+const FONT: &str = "sans-serif";
+const PANEL: (u32, u32) = (560, 400);
+const TITLE_H: u32 = 48;
+
+struct Axes {
+    x: fn(&EpochRow) -> f64,
+    y: fn(&EpochRow) -> f64,
+    x_desc: &'static str,
+    y_desc: &'static str,
+    /// Markers as well as lines (parameters change in steps; markers show where).
+    markers: bool,
+}
+
+fn axes(stem: &str) -> Axes {
+    let acc = |e: &EpochRow| e.val_acc * 100.0;
+    match stem {
+        "fig-val-acc-vs-epochs" => Axes {
+            x: |e| e.epoch,
+            y: acc,
+            x_desc: "epoch",
+            y_desc: "validation accuracy (%)",
+            markers: false,
+        },
+        "fig-flops-per-inference-vs-epochs" => Axes {
+            x: |e| e.epoch,
+            y: |e| e.flops_per_inference,
+            x_desc: "epoch",
+            y_desc: "FLOPs per inference",
+            markers: false,
+        },
+        "fig3-val-acc-vs-train-flops" => Axes {
+            x: |e| e.cum_train_flops,
+            y: acc,
+            x_desc: "cumulative training FLOPs",
+            y_desc: "validation accuracy (%)",
+            markers: false,
+        },
+        _ => Axes {
+            x: |e| e.params,
+            y: acc,
+            x_desc: "parameters",
+            y_desc: "validation accuracy (%)",
+            markers: true,
+        },
+    }
+}
+
+fn width(method: &str) -> u32 {
+    if method == "lookahead" { 5 } else { 2 }
+}
+
+fn color(method: &str) -> RGBColor {
+    match method {
+        "baseline" => RGBColor(31, 119, 180),
+        "lookahead" => RGBColor(230, 110, 0),
+        "random" => RGBColor(44, 160, 44),
+        _ => RGBColor(120, 120, 120),
+    }
+}
+
+/// Tick labels with SI prefixes: FLOPs span 1e6 to 1e15, and `1.2T` reads
+/// better than `1200000000000`.
+pub fn si(x: f64) -> String {
+    let a = x.abs();
+    let (v, p) = [(1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")]
+        .into_iter()
+        .find(|(m, _)| a >= *m)
+        .map_or((x, ""), |(m, p)| (x / m, p));
+    let s = format!("{v:.2}");
+    let s = s.trim_end_matches('0').trim_end_matches('.');
+    format!("{s}{p}")
+}
+
+fn register_font() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        // The bytes are the shipped, valid TTF; failure here is a build defect.
+        plotters::style::register_font(
+            FONT,
+            FontStyle::Normal,
+            include_bytes!("../../assets/DejaVuSans.ttf"),
+        )
+        .map_err(|_| ())
+        .expect("assets/DejaVuSans.ttf is a valid font");
+    });
+}
+
+fn range(vals: impl Iterator<Item = f64>) -> (f64, f64) {
+    let (lo, hi) = vals
+        .filter(|v| v.is_finite())
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), v| {
+            (l.min(v), h.max(v))
+        });
+    if !lo.is_finite() {
+        return (0.0, 1.0);
+    }
+    let pad = if hi > lo {
+        (hi - lo) * 0.05
+    } else {
+        lo.abs().max(1.0) * 0.05
+    };
+    (lo - pad, hi + pad)
+}
+
+type DrawResult = Result<(), Box<dyn Error>>;
+
+fn panel<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    rows: &[&Row],
+    label: &str,
+    ax: &Axes,
+) -> DrawResult
+where
+    DB::ErrorType: 'static,
+{
+    let epochs = || rows.iter().flat_map(|r| &r.runs).flat_map(|r| &r.epochs);
+    let (x0, x1) = range(epochs().map(ax.x));
+    let (y0, y1) = range(epochs().map(ax.y));
+    let mut chart = ChartBuilder::on(area)
+        .caption(label, (FONT, 18))
+        .margin(12)
+        .x_label_area_size(44)
+        .y_label_area_size(64)
+        .build_cartesian_2d(x0..x1, y0..y1)?;
+    chart
+        .configure_mesh()
+        .x_desc(ax.x_desc)
+        .y_desc(ax.y_desc)
+        .x_label_formatter(&|v| si(*v))
+        .y_label_formatter(&|v| si(*v))
+        .label_style((FONT, 13))
+        .axis_desc_style((FONT, 14))
+        .light_line_style(RGBColor(235, 235, 235))
+        .draw()?;
+    if epochs().next().is_none() {
+        area.draw_text(
+            "no per-epoch metrics",
+            &(FONT, 16).into_text_style(area),
+            (PANEL.0 as i32 / 3, PANEL.1 as i32 / 2),
+        )?;
+        return Ok(());
+    }
+    // Legend entries first, from empty series, so that the legend keeps the
+    // paper's column order whatever order the lines are drawn in.
+    for m in METHODS
+        .iter()
+        .filter(|m| rows.iter().any(|r| r.method == **m))
+    {
+        let c = color(m);
+        let entry = chart
+            .draw_series(std::iter::empty::<Circle<(f64, f64), i32>>())?
+            .label(method_title(m));
+        if *m == "random" {
+            entry.legend(move |(x, y)| {
+                DashedPathElement::new(vec![(x, y), (x + 24, y)], 7, 4, c.stroke_width(2))
+            });
+        } else {
+            entry.legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 24, y)], c.stroke_width(width(m)))
+            });
+        }
+    }
+    // Look-ahead and random often coincide (same growth, same FLOPs), and
+    // look-ahead often follows the baseline: look-ahead is drawn wide at the
+    // bottom, the baseline over it, random dashed on top, so all stay visible.
+    for m in ["lookahead", "baseline", "random"] {
+        let c = color(m);
+        for run in rows.iter().filter(|r| r.method == m).flat_map(|r| &r.runs) {
+            let pts: Vec<(f64, f64)> = run.epochs.iter().map(|e| ((ax.x)(e), (ax.y)(e))).collect();
+            if m == "random" {
+                chart.draw_series(DashedLineSeries::new(pts.clone(), 9, 5, c.stroke_width(2)))?;
+            } else {
+                chart.draw_series(LineSeries::new(pts.clone(), c.stroke_width(width(m))))?;
+            }
+            if ax.markers {
+                chart.draw_series(pts.into_iter().map(|p| Circle::new(p, 3, c.filled())))?;
+            }
+        }
+    }
+    chart
+        .configure_series_labels()
+        .label_font((FONT, 13))
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .position(SeriesLabelPosition::LowerRight)
+        .draw()?;
+    Ok(())
+}
+
+fn figure<DB: DrawingBackend>(
+    root: DrawingArea<DB, Shift>,
+    rows: &[Row],
+    stem: &str,
+    title: &str,
+) -> DrawResult
+where
+    DB::ErrorType: 'static,
+{
+    root.fill(&WHITE)?;
+    let nets = networks(rows);
+    let (cols, grid_rows) = grid(nets.len());
+    let body = root.titled(&format!("{title} (one line per seed)"), (FONT, 24))?;
+    let panels = body.split_evenly((grid_rows, cols));
+    let ax = axes(stem);
+    for ((net, paper_net), area) in nets.iter().zip(panels.iter()) {
+        let mine: Vec<&Row> = rows.iter().filter(|r| &r.net == net).collect();
+        panel(area, &mine, &network_label(net, paper_net), &ax)?;
+    }
+    root.present()?;
+    Ok(())
+}
+
+/// (columns, rows) of the panel grid: at most three panels a row.
+fn grid(n: usize) -> (usize, usize) {
+    let cols = n.clamp(1, 3);
+    (cols, n.max(1).div_ceil(cols))
+}
+
+/// Writes every figure as `STEM.png` and `STEM.svg` into `dir`.
+pub fn write_all(rows: &[Row], dir: &Path) -> Result<(), ReportError> {
+    register_font();
+    let (cols, grid_rows) = grid(networks(rows).len());
+    let size = (PANEL.0 * cols as u32, PANEL.1 * grid_rows as u32 + TITLE_H);
+    for (stem, title) in FIGURES {
+        let png = dir.join(format!("{stem}.png"));
+        figure(
+            BitMapBackend::new(&png, size).into_drawing_area(),
+            rows,
+            stem,
+            title,
+        )
+        .map_err(|e| ReportError::Plot {
+            path: png.clone(),
+            what: e.to_string(),
+        })?;
+        let svg = dir.join(format!("{stem}.svg"));
+        figure(
+            SVGBackend::new(&svg, size).into_drawing_area(),
+            rows,
+            stem,
+            title,
+        )
+        .map_err(|e| ReportError::Plot {
+            path: svg.clone(),
+            what: e.to_string(),
+        })?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn si_labels() {
+        assert_eq!(si(1.2e12), "1.2T");
+        assert_eq!(si(65882.0), "65.88k");
+        assert_eq!(si(50.0), "50");
+        assert_eq!(grid(5), (3, 2));
+        assert_eq!(grid(2), (2, 1));
+    }
+}

@@ -1,0 +1,91 @@
+//! `report`: the results of a set of runs as Table 2 (CSV and Markdown),
+//! judged claims, figures and an HTML page.
+//!
+//! Contract: `deps` are run directories (each holding the `evaluate` stage's
+//! `result.json` and `metrics.csv`) or directories searched recursively for
+//! them; the single out is the results directory, which receives table2.csv,
+//! table2.md, index.html and the figures (PNG and SVG).
+
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+
+use crate::registry::{ParamDecl, StageContext, StageKind};
+use crate::report::{ReportOptions, write_report};
+
+pub struct Report;
+
+const PARAMS: &[ParamDecl] = &[
+    ParamDecl {
+        name: "title",
+        default: Some("\"Incremental training: Table 2 reproduction\""),
+        help: "heading of table2.md and index.html",
+    },
+    ParamDecl {
+        name: "claim_sigmas",
+        default: Some("2"),
+        help: "a claim is asserted only where the mean gap exceeds this many seed standard deviations",
+    },
+];
+
+impl StageKind for Report {
+    fn name(&self) -> &'static str {
+        "report"
+    }
+    fn version(&self) -> u32 {
+        1
+    }
+    fn params(&self) -> &'static [ParamDecl] {
+        PARAMS
+    }
+    fn sources(&self) -> &'static [&'static str] {
+        // Everything that shapes the report's files is part of its version.
+        &[
+            include_str!("report.rs"),
+            include_str!("../report/mod.rs"),
+            include_str!("../report/aggregate.rs"),
+            include_str!("../report/claims.rs"),
+            include_str!("../report/error.rs"),
+            include_str!("../report/figures.rs"),
+            include_str!("../report/html.rs"),
+            include_str!("../report/load.rs"),
+            include_str!("../report/markdown.rs"),
+            include_str!("../report/paper.rs"),
+            include_str!("../report/table_csv.rs"),
+        ]
+    }
+    fn run(&self, ctx: &StageContext) -> anyhow::Result<()> {
+        let [out] = ctx.outs.as_slice() else {
+            bail!(
+                "report writes exactly one out (the results directory); declare outs = [\"results\"]"
+            )
+        };
+        if ctx.deps.is_empty() {
+            bail!("report needs deps: the run directories, or a directory that holds them")
+        }
+        let defaults = ReportOptions::default();
+        let opts = ReportOptions {
+            title: ctx
+                .params
+                .get("title")
+                .and_then(|v| v.as_str())
+                .map_or(defaults.title, String::from),
+            claim_sigmas: match ctx.params.get("claim_sigmas") {
+                None => defaults.claim_sigmas,
+                Some(v) => v
+                    .as_f64()
+                    .filter(|k| *k >= 0.0)
+                    .context("claim_sigmas must be a non-negative number")?,
+            },
+        };
+        let deps: Vec<PathBuf> = ctx.deps.iter().map(PathBuf::from).collect();
+        let s = write_report(&deps, std::path::Path::new(out), &opts)?;
+        println!(
+            "report: {} runs in {} rows, {} files written to {out}",
+            s.runs,
+            s.rows,
+            s.files.len()
+        );
+        Ok(())
+    }
+}

@@ -1,0 +1,546 @@
+//! The report and the accuracy check, end to end through the real binary:
+//! synthetic run directories (2 networks x 3 methods x 3 seeds) go in; the
+//! CSV, the Markdown claims, the figures and the HTML page (in a real headless
+//! browser) come out; `incrpipe check` compares results with expected values.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::Ws;
+
+/// Per-epoch training cost of a method in the synthetic runs: look-ahead is
+/// made 10x cheaper on network `tiny-a`, so that claim (d) holds there.
+fn epoch_flops(net: &str, method: &str) -> f64 {
+    if net == "tiny-a" && method == "lookahead" {
+        0.3e12
+    } else {
+        3e12
+    }
+}
+
+/// Test accuracies (percent) of the seeds 1, 2, 3. On `tiny-a` random is far
+/// below the others (claims b and c hold); on `tiny-b` every gap is inside the
+/// seed spread (claims b and c are not visible).
+fn accuracies(net: &str, method: &str) -> [f64; 3] {
+    match (net, method) {
+        ("tiny-a", "baseline") => [60.0, 60.5, 59.5],
+        ("tiny-a", "lookahead") => [59.8, 60.3, 60.1],
+        ("tiny-a", "random") => [50.0, 51.0, 49.0],
+        ("tiny-b", "baseline") => [70.0, 72.0, 68.0],
+        ("tiny-b", "lookahead") => [71.0, 69.0, 73.0],
+        _ => [69.0, 71.0, 70.0],
+    }
+}
+
+const EPOCHS: u32 = 10;
+
+fn write_run(root: &Path, net: &str, paper_net: &str, method: &str, seed: u32, acc: f64) {
+    let dir = root.join(net).join(method).join(format!("seed{seed}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let run_id = format!("{net}/{method}/seed{seed}");
+    let per_epoch = epoch_flops(net, method);
+    let final_val = acc / 100.0;
+    // Look-ahead and random grow the network: half the FLOPs and parameters
+    // for the first half of training.
+    let grows = method != "baseline";
+    let mut csv = String::from(
+        "run_id,epoch,phase,active,trained,train_loss,train_acc,val_acc,flops_per_inference,cum_train_flops,cum_eval_flops,params,seconds\n",
+    );
+    for e in 1..=EPOCHS {
+        let small = grows && e <= EPOCHS / 2;
+        let (fpi, params, active) = if small {
+            (2.5e7, 30000, 1)
+        } else {
+            (5.5e7, 65882, 2)
+        };
+        let phase = if method == "lookahead" && e == EPOCHS / 2 + 1 {
+            "lookahead"
+        } else {
+            "train"
+        };
+        // Linear ramp to the final accuracy at the last epoch.
+        let val = final_val - f64::from(EPOCHS - e) * 0.01;
+        csv.push_str(&format!(
+            "{run_id},{e},{phase},{active},{active},{:.4},{:.4},{val:.6},{fpi},{},{},{params},{}\n",
+            2.0 / f64::from(e),
+            val + 0.05,
+            per_epoch * f64::from(e),
+            1e10 * f64::from(e),
+            1.5 * f64::from(e)
+        ));
+    }
+    std::fs::write(dir.join("metrics.csv"), csv).unwrap();
+    let result = serde_json::json!({
+        "run_id": run_id, "net": net, "paper_net": paper_net, "method": method, "seed": seed,
+        "test_accuracy": final_val,
+        "per_class_accuracy": vec![final_val; 10],
+        "confusion": vec![vec![100u64; 10]; 10],
+        "epochs": EPOCHS,
+        // A float here on purpose: the writer may use either spelling.
+        "train_flops": per_epoch * f64::from(EPOCHS),
+        "eval_flops": 1e11, "params": 65882, "flops_per_inference": 5.5e7,
+        "provenance": {"backend": "flex", "device": "cpu", "burn_version": "0.21.0",
+            "git_commit": "abc123", "git_dirty": false,
+            "stage_key": format!("key-{net}-{method}-{seed}"), "data_checksum": "blake3:d00d"}
+    });
+    std::fs::write(dir.join("result.json"), result.to_string()).unwrap();
+}
+
+/// Writes the synthetic runs under `WS/runs`.
+fn synthetic_runs(ws: &Ws) {
+    for (net, paper_net) in [("tiny-a", "resnet20"), ("tiny-b", "vgg16")] {
+        for method in ["baseline", "lookahead", "random"] {
+            for (i, acc) in accuracies(net, method).into_iter().enumerate() {
+                write_run(
+                    &ws.path().join("runs"),
+                    net,
+                    paper_net,
+                    method,
+                    i as u32 + 1,
+                    acc,
+                );
+            }
+        }
+    }
+}
+
+/// A workspace with the report built by the `report` stage into `results/`.
+fn reported() -> Ws {
+    let ws = Ws::new();
+    synthetic_runs(&ws);
+    ws.pipeline(
+        "[pipeline]\nname = \"r\"\n[stages.report]\nkind = \"report\"\nparams = { title = \"Synthetic check\" }\ndeps = [\"runs\"]\nouts = [\"results\"]\n",
+    );
+    ws.run(&["run", "p.toml"]).ok();
+    ws
+}
+
+fn csv_rows(path: &Path) -> (Vec<String>, Vec<Vec<String>>) {
+    let mut rd = csv::Reader::from_path(path).unwrap();
+    let h = rd.headers().unwrap().iter().map(String::from).collect();
+    let rows = rd
+        .records()
+        .map(|r| r.unwrap().iter().map(String::from).collect())
+        .collect();
+    (h, rows)
+}
+
+fn cell(h: &[String], rows: &[Vec<String>], net: &str, method: &str, col: &str) -> String {
+    let i = |c: &str| {
+        h.iter()
+            .position(|x| x == c)
+            .unwrap_or_else(|| panic!("no column {c}"))
+    };
+    rows.iter()
+        .find(|r| r[i("network")] == net && r[i("method")] == method)
+        .unwrap_or_else(|| panic!("no row {net}/{method}"))[i(col)]
+    .clone()
+}
+
+#[test]
+fn table_csv_has_means_stds_and_paper_numbers() {
+    let ws = reported();
+    let (h, rows) = csv_rows(&ws.path().join("results/table2.csv"));
+    assert_eq!(rows.len(), 6);
+    let num = |net, m, c| cell(&h, &rows, net, m, c).parse::<f64>().unwrap();
+    // The CSV rounds to 4 decimals.
+    let close = |a: f64, b: f64| assert!((a - b).abs() < 6e-5, "{a} != {b}");
+    close(num("tiny-a", "baseline", "test_accuracy"), 60.0);
+    close(num("tiny-a", "baseline", "test_accuracy_std"), 0.5);
+    close(num("tiny-a", "random", "test_accuracy"), 50.0);
+    close(num("tiny-a", "random", "test_accuracy_std"), 1.0);
+    close(num("tiny-b", "baseline", "test_accuracy_std"), 2.0);
+    close(
+        num("tiny-a", "lookahead", "test_accuracy"),
+        (59.8 + 60.3 + 60.1) / 3.0,
+    );
+    close(num("tiny-a", "baseline", "paper_test_accuracy"), 87.81);
+    close(num("tiny-b", "lookahead", "paper_test_accuracy"), 90.50);
+    close(num("tiny-a", "baseline", "diff_vs_paper"), 60.0 - 87.81);
+    close(num("tiny-a", "lookahead", "train_flops"), 3e12);
+    close(num("tiny-a", "baseline", "epochs"), 10.0);
+    close(num("tiny-a", "baseline", "parameters"), 65882.0);
+    assert_eq!(cell(&h, &rows, "tiny-a", "random", "seeds"), "1;2;3");
+    assert_eq!(cell(&h, &rows, "tiny-a", "random", "backend"), "flex");
+    assert_eq!(cell(&h, &rows, "tiny-a", "random", "git_dirty"), "false");
+    assert_eq!(
+        cell(&h, &rows, "tiny-b", "random", "stage_keys"),
+        "key-tiny-b-random-1;key-tiny-b-random-2;key-tiny-b-random-3"
+    );
+    // Rows follow the paper: VGG-16 comes before ResNet-20.
+    assert_eq!(rows[0][0], "tiny-b");
+}
+
+/// The claims section of one network in table2.md.
+fn section<'a>(md: &'a str, net: &str) -> &'a str {
+    let start = md
+        .find(&format!("### {net}"))
+        .unwrap_or_else(|| panic!("no section for {net}\n{md}"));
+    let rest = &md[start..];
+    let end = rest[4..].find("\n#").map_or(rest.len(), |e| e + 4);
+    &rest[..end]
+}
+
+fn claim_line(sec: &str, id: char) -> &str {
+    sec.lines()
+        .find(|l| l.starts_with(&format!("- ({id})")))
+        .unwrap_or_else(|| panic!("no claim ({id}) in\n{sec}"))
+}
+
+#[test]
+fn markdown_has_paper_numbers_and_honest_claims() {
+    let ws = reported();
+    let md = ws.read("results/table2.md");
+    assert!(md.starts_with("# Synthetic check"), "{md}");
+    assert!(
+        md.contains("| Network | Baseline | Look-ahead | Random |"),
+        "{md}"
+    );
+    assert!(md.contains("60.00 ± 0.50 (paper 87.81, Δ -27.81)"), "{md}");
+    assert!(md.contains("tiny-b (paper: VGG-16)"), "{md}");
+    assert!(md.contains("(paper 90.06"), "{md}");
+    assert!(md.contains("## Claims at this scale"), "{md}");
+
+    let a = section(&md, "tiny-a");
+    assert!(
+        claim_line(a, 'b').contains("**holds at this scale**"),
+        "{a}"
+    );
+    assert!(
+        claim_line(a, 'c').contains("**holds at this scale**"),
+        "{a}"
+    );
+    assert!(
+        claim_line(a, 'a').contains("**consistent at this scale"),
+        "{a}"
+    );
+    assert!(
+        claim_line(a, 'd').contains("**holds at this scale**"),
+        "{a}"
+    );
+
+    let b = section(&md, "tiny-b");
+    assert!(
+        claim_line(b, 'b').contains("**not visible at this scale**"),
+        "{b}"
+    );
+    assert!(
+        claim_line(b, 'c').contains("**not visible at this scale**"),
+        "{b}"
+    );
+    assert!(
+        claim_line(b, 'd').contains("**not visible at this scale**"),
+        "{b}"
+    );
+    assert!(md.contains("- Git commit: abc123\n"), "{md}");
+    assert!(md.contains("- Data checksum: blake3:d00d"), "{md}");
+}
+
+#[test]
+fn a_single_seed_asserts_nothing() {
+    let ws = Ws::new();
+    for (m, acc) in [("baseline", 60.0), ("lookahead", 60.0), ("random", 10.0)] {
+        write_run(&ws.path().join("runs"), "solo", "resnet32", m, 1, acc);
+    }
+    ws.pipeline("[pipeline]\nname = \"r\"\n[stages.report]\nkind = \"report\"\ndeps = [\"runs\"]\nouts = [\"results\"]\n");
+    ws.run(&["run", "p.toml"]).ok();
+    let md = ws.read("results/table2.md");
+    let s = section(&md, "solo");
+    for id in ['a', 'b', 'c', 'd'] {
+        assert!(
+            claim_line(s, id).contains("**not visible at this scale**"),
+            "{s}"
+        );
+    }
+    assert!(md.contains("(paper 88.93, Δ -28.93)"), "{md}");
+}
+
+fn png_size(bytes: &[u8]) -> (u32, u32) {
+    assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n", "not a PNG");
+    assert_eq!(&bytes[12..16], b"IHDR");
+    let be = |b: &[u8]| u32::from_be_bytes(b.try_into().unwrap());
+    (be(&bytes[16..20]), be(&bytes[20..24]))
+}
+
+#[test]
+fn figures_are_png_and_svg() {
+    let ws = reported();
+    for stem in [
+        "fig-val-acc-vs-epochs",
+        "fig-flops-per-inference-vs-epochs",
+        "fig3-val-acc-vs-train-flops",
+        "fig4-val-acc-vs-params",
+    ] {
+        let png = std::fs::read(ws.path().join(format!("results/{stem}.png"))).unwrap();
+        // Two panels side by side, under a title.
+        assert_eq!(png_size(&png), (1120, 448), "{stem}.png");
+        assert!(png.len() > 20_000, "{stem}.png is only {} bytes", png.len());
+        let svg = ws.read(&format!("results/{stem}.svg"));
+        assert!(svg.starts_with("<svg"), "{stem}.svg");
+        assert!(svg.trim_end().ends_with("</svg>"), "{stem}.svg");
+        for text in [
+            "Look-ahead",
+            "Baseline",
+            "Random",
+            "tiny-a (paper: ResNet-20)",
+        ] {
+            assert!(svg.contains(text), "{stem}.svg lacks {text}");
+        }
+    }
+}
+
+#[test]
+fn report_stage_is_cached_and_validates_its_deps() {
+    let ws = reported();
+    assert_eq!(ws.run(&["run", "p.toml"]).ok().counts(), (0, 1, 0));
+    ws.run(&["logs", "report"])
+        .ok()
+        .stdout_has("report: 18 runs in 6 rows");
+    std::fs::write(
+        ws.path().join("runs/tiny-a/random/seed1/result.json"),
+        "{ not json",
+    )
+    .unwrap();
+    ws.run(&["run", "p.toml"])
+        .code(1)
+        .stderr_has("stage `report` exited with status 1");
+    ws.run(&["logs", "report"])
+        .ok()
+        .stdout_has("not a valid result.json");
+}
+
+// ---- incrpipe check ----
+
+fn rewrite(path: &Path, f: impl Fn(&[String], &mut Vec<Vec<String>>)) {
+    let (h, mut rows) = csv_rows(path);
+    f(&h, &mut rows);
+    let mut w = csv::Writer::from_path(path).unwrap();
+    w.write_record(&h).unwrap();
+    for r in rows {
+        w.write_record(&r).unwrap();
+    }
+    w.flush().unwrap();
+}
+
+fn shift(path: &Path, net: &str, method: &str, col: &str, by: f64) {
+    rewrite(path, |h, rows| {
+        let i = |c: &str| h.iter().position(|x| x == c).unwrap();
+        let r = rows
+            .iter_mut()
+            .find(|r| r[i("network")] == net && r[i("method")] == method)
+            .unwrap();
+        let v: f64 = r[i(col)].parse().unwrap();
+        r[i(col)] = format!("{}", v + by);
+    });
+}
+
+/// A workspace with results/table2.csv and expected/t.csv + its tolerances.
+fn with_expected() -> Ws {
+    let ws = reported();
+    ws.run(&[
+        "check",
+        "results/table2.csv",
+        "--expected",
+        "expected/t.csv",
+        "--write-expected",
+    ])
+    .ok()
+    .stdout_has("expected/t.tolerances.toml");
+    ws
+}
+
+#[test]
+fn check_passes_on_identical_files() {
+    let ws = with_expected();
+    let tol = ws.read("expected/t.tolerances.toml");
+    // 3 x the largest test_accuracy_std (tiny-b: 2.0 pp).
+    assert!(tol.contains("[columns.test_accuracy]\nabs = 6.0"), "{tol}");
+    // Moves with test_accuracy, which is checked.
+    assert!(
+        tol.contains("[columns.diff_vs_paper]\nignore = true"),
+        "{tol}"
+    );
+    assert!(tol.contains("Made by: incrpipe check results/table2.csv --expected expected/t.csv --write-expected --sigmas 3"), "{tol}");
+    ws.run(&[
+        "check",
+        "results/table2.csv",
+        "--expected",
+        "expected/t.csv",
+    ])
+    .ok()
+    .stdout_has("PASS: ")
+    .stdout_has(" 0 moved, 0 out of tolerance, 0 rows missing");
+}
+
+#[test]
+fn check_tolerates_a_move_within_tolerance_and_fails_beyond() {
+    let ws = with_expected();
+    let results = ws.path().join("results/table2.csv");
+    // A real rerun moves the difference to the paper with the accuracy.
+    shift(&results, "tiny-a", "lookahead", "test_accuracy", 5.0);
+    shift(&results, "tiny-a", "lookahead", "diff_vs_paper", 5.0);
+    ws.run(&[
+        "check",
+        "results/table2.csv",
+        "--expected",
+        "expected/t.csv",
+    ])
+    .ok()
+    .stdout_has("test_accuracy")
+    .stdout_has("OK")
+    .stdout_has("PASS: ");
+    shift(&results, "tiny-a", "lookahead", "test_accuracy", 2.0);
+    let o = ws.run(&[
+        "check",
+        "results/table2.csv",
+        "--expected",
+        "expected/t.csv",
+    ]);
+    o.code(1).stdout_has("+7").stdout_has("FAIL");
+    let line = o
+        .stdout
+        .lines()
+        .find(|l| l.contains("test_accuracy "))
+        .unwrap();
+    assert!(
+        line.contains("tiny-a") && line.contains("lookahead") && line.ends_with("FAIL"),
+        "{line}"
+    );
+    // Exact columns: one parameter more is out of tolerance.
+    let ws = with_expected();
+    shift(
+        &ws.path().join("results/table2.csv"),
+        "tiny-b",
+        "random",
+        "parameters",
+        1.0,
+    );
+    ws.run(&[
+        "check",
+        "results/table2.csv",
+        "--expected",
+        "expected/t.csv",
+    ])
+    .code(1)
+    .stdout_has("parameters");
+}
+
+#[test]
+fn check_fails_on_a_missing_row_or_tolerance_file() {
+    let ws = with_expected();
+    rewrite(&ws.path().join("results/table2.csv"), |h, rows| {
+        let n = h.iter().position(|x| x == "network").unwrap();
+        let m = h.iter().position(|x| x == "method").unwrap();
+        rows.retain(|r| !(r[n] == "tiny-b" && r[m] == "random"));
+    });
+    ws.run(&[
+        "check",
+        "results/table2.csv",
+        "--expected",
+        "expected/t.csv",
+    ])
+    .code(1)
+    .stdout_has("FAIL missing row tiny-b/random");
+    std::fs::remove_file(ws.path().join("expected/t.tolerances.toml")).unwrap();
+    ws.run(&[
+        "check",
+        "results/table2.csv",
+        "--expected",
+        "expected/t.csv",
+    ])
+    .code(2)
+    .stderr_has("no tolerance file");
+}
+
+// ---- index.html in a real headless browser ----
+
+fn chromium() -> PathBuf {
+    for name in ["chromium", "chromium-browser"] {
+        if let Ok(o) = Command::new("sh")
+            .args(["-c", &format!("command -v {name}")])
+            .output()
+        {
+            let p = String::from_utf8_lossy(&o.stdout).trim().to_string();
+            if o.status.success() && !p.is_empty() {
+                return PathBuf::from(p);
+            }
+        }
+    }
+    panic!(
+        "chromium is not installed, and this test needs a real browser: install it with \
+         `apt-get update && apt-get install -y --no-install-recommends chromium` \
+         (scripts/test.sh does this before cargo test)"
+    );
+}
+
+/// The DOM of `page` after load (and after its scripts ran), from headless chromium.
+fn dump_dom(page: &Path) -> String {
+    let profile = tempfile::tempdir().unwrap();
+    let mut child = Command::new(chromium())
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--disable-dev-shm-usage",
+            "--allow-file-access-from-files",
+            // Lets the load handler run before the DOM is dumped.
+            "--virtual-time-budget=5000",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg("--dump-dom")
+        .arg(format!("file://{}", page.display()))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > Duration::from_secs(120) {
+            let _ = child.kill();
+            panic!("chromium did not finish within 120 s");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let o = child.wait_with_output().unwrap();
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(
+        o.status.success() && out.contains("</html>"),
+        "chromium failed ({}):\n{}\n{out}",
+        o.status,
+        String::from_utf8_lossy(&o.stderr)
+    );
+    out
+}
+
+#[test]
+fn index_html_shows_every_figure_in_a_real_browser() {
+    let ws = reported();
+    let page = ws.path().join("results/index.html");
+    let dom = dump_dom(&page);
+    assert!(
+        dom.contains("data-images-loaded=\"4/4\""),
+        "not every figure loaded:\n{dom}"
+    );
+    assert!(dom.contains("All 4 figures loaded."), "{dom}");
+    assert!(dom.contains("id=\"table2\""), "{dom}");
+    assert!(
+        dom.contains("60.00 ± 0.50 (paper 87.81, Δ -27.81)"),
+        "{dom}"
+    );
+    // The same check sees a missing figure.
+    std::fs::remove_file(ws.path().join("results/fig3-val-acc-vs-train-flops.png")).unwrap();
+    let dom = dump_dom(&page);
+    assert!(
+        dom.contains("data-images-loaded=\"3/4\""),
+        "a missing figure went unnoticed:\n{dom}"
+    );
+}
