@@ -95,6 +95,15 @@ fn dense<B: Backend>(r: &mut ChaCha8Rng, din: usize, dout: usize, device: &B::De
     lin
 }
 
+/// BatchNorm of a feature map: the CPU backends' broadcast-friendly formulation, or burn-nn's.
+fn bn_forward<B: Backend>(bn: &BatchNorm<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
+    if crate::engine::backend::fast_batch_norm::<B>() {
+        super::norm::batch_norm_forward(bn, x)
+    } else {
+        bn.forward(x)
+    }
+}
+
 /// 3x3 conv + BatchNorm + ReLU.
 #[derive(Module, Debug)]
 pub struct ConvBn<B: Backend> {
@@ -104,7 +113,7 @@ pub struct ConvBn<B: Backend> {
 
 impl<B: Backend> ConvBn<B> {
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        burn::tensor::activation::relu(self.bn.forward(self.conv.forward(x)))
+        burn::tensor::activation::relu(bn_forward(&self.bn, self.conv.forward(x)))
     }
 }
 
@@ -122,8 +131,9 @@ pub struct BasicBlock<B: Backend> {
 
 impl<B: Backend> BasicBlock<B> {
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        let y = burn::tensor::activation::relu(self.bn1.forward(self.conv1.forward(x.clone())));
-        let y = self.bn2.forward(self.conv2.forward(y));
+        let y =
+            burn::tensor::activation::relu(bn_forward(&self.bn1, self.conv1.forward(x.clone())));
+        let y = bn_forward(&self.bn2, self.conv2.forward(y));
         let mut sc = if self.stride > 1 {
             // A 1x1 average pool with stride 2 picks every other pixel: subsampling.
             burn::tensor::module::avg_pool2d(
