@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::fsutil::{copy_hashed, remove_path, sync_dir, write_atomic};
+use crate::fsutil::{copy_hashed, remove_path, sync_dir, write_atomic, write_replace};
 use crate::hash::{FileRec, tree_hash};
 
 #[derive(Debug, thiserror::Error)]
@@ -345,17 +345,22 @@ impl Cache {
         serde_json::from_slice::<(String, Manifest)>(&bytes).ok()
     }
 
+    /// Remembers the inputs of a stage's current key (for `status`). The key
+    /// alone is kept beside them, so the common case (unchanged) reads 64 bytes.
     pub fn record_last(
         &self,
         stage: &str,
         key: &str,
         manifest: &Manifest,
     ) -> Result<(), CacheError> {
-        if self.last_manifest(stage).is_some_and(|(k, _)| k == key) {
+        let p = self.last_path(stage);
+        let key_path = p.with_extension("key");
+        if fs::read(&key_path).is_ok_and(|k| k == key.as_bytes()) {
             return Ok(());
         }
-        let p = self.last_path(stage);
-        write_atomic(&p, &serde_json::to_vec(&(key, manifest)).unwrap()).map_err(io_at(&p))
+        // Losing these to a crash only costs a less precise `status`: no fsync.
+        write_replace(&p, &serde_json::to_vec(&(key, manifest)).unwrap()).map_err(io_at(&p))?;
+        write_replace(&key_path, key.as_bytes()).map_err(io_at(&key_path))
     }
 
     fn last_path(&self, stage: &str) -> PathBuf {
@@ -373,8 +378,9 @@ impl Cache {
     }
 
     pub fn write_running(&self, recs: &[RunningRec]) -> Result<(), CacheError> {
+        // Not fsynced: after a power loss the stages it lists are gone anyway.
         let p = self.root.join("state/running.json");
-        write_atomic(&p, &serde_json::to_vec(recs).unwrap()).map_err(io_at(&p))
+        write_replace(&p, &serde_json::to_vec(recs).unwrap()).map_err(io_at(&p))
     }
 }
 

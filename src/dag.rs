@@ -48,7 +48,7 @@ impl Dag {
         check_deps_exist: bool,
     ) -> Result<Dag, Diagnostic> {
         let mut nodes = Vec::with_capacity(p.stages.len());
-        let mut out_owner: BTreeMap<WPath, (usize, Spanned<String>)> = BTreeMap::new();
+        let mut out_owner: Owners = BTreeMap::new();
         for (i, s) in p.stages.iter().enumerate() {
             let mut outs = Vec::new();
             for o in &s.outs {
@@ -78,11 +78,7 @@ impl Dag {
                             workspace.display()
                         )));
                 }
-                if let Some((j, other)) = out_owner
-                    .iter()
-                    .find(|(k, _)| k.within(&w) || w.within(k))
-                    .map(|(_, v)| v.clone())
-                {
+                if let Some((j, other)) = overlapping(&out_owner, &w).cloned() {
                     let msg = if j == i {
                         format!(
                             "stage `{}` lists out `{}` twice (or nested in another of its outs)",
@@ -137,16 +133,12 @@ impl Dag {
                     .with_help("name the files or directories the stage reads")
                 })?;
                 // The stage that writes this path, or a directory around it.
-                let producer = out_owner
-                    .iter()
-                    .find(|(o, _)| w.within(o))
-                    .map(|(_, (j, _))| *j);
+                let producer = w
+                    .ancestors()
+                    .find_map(|a| out_owner.get(&a))
+                    .map(|(j, _)| *j);
                 // Stages writing inside a dep directory also feed it.
-                let inner: Vec<usize> = out_owner
-                    .iter()
-                    .filter(|(o, _)| o.within(&w) && **o != w)
-                    .map(|(_, (j, _))| *j)
-                    .collect();
+                let inner: Vec<usize> = below(&out_owner, &w).map(|(_, (j, _))| *j).collect();
                 if producer.is_none()
                     && inner.is_empty()
                     && check_deps_exist
@@ -235,6 +227,28 @@ impl Dag {
             .neighbors(NodeIndex::new(i))
             .map(|n| self.graph[n])
     }
+}
+
+type Owners = BTreeMap<WPath, (usize, Spanned<String>)>;
+
+/// Entries strictly below `w`. Paths compare component by component, so a
+/// directory's descendants follow it contiguously: a range scan finds them
+/// without looking at unrelated outs (this keeps planning O(n log n)).
+fn below<'a>(
+    owners: &'a Owners,
+    w: &'a WPath,
+) -> impl Iterator<Item = (&'a WPath, &'a (usize, Spanned<String>))> + 'a {
+    use std::ops::Bound::{Excluded, Unbounded};
+    owners
+        .range((Excluded(w.clone()), Unbounded))
+        .take_while(move |(k, _)| k.within(w))
+}
+
+/// An existing out that equals, contains, or lies inside `w`.
+fn overlapping<'a>(owners: &'a Owners, w: &'a WPath) -> Option<&'a (usize, Spanned<String>)> {
+    w.ancestors()
+        .find_map(|a| owners.get(&a))
+        .or_else(|| below(owners, w).next().map(|(_, v)| v))
 }
 
 /// Kahn's algorithm taking the lowest ready index first, so the order (and the

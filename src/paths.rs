@@ -33,6 +33,23 @@ impl WPath {
         }
     }
 
+    /// `self` and every directory above it (inside the workspace, or up to the root).
+    pub fn ancestors(&self) -> impl Iterator<Item = WPath> + '_ {
+        let (p, inside) = match self {
+            WPath::Inside(p) => (p, true),
+            WPath::Outside(p) => (p, false),
+        };
+        p.ancestors()
+            .filter(|a| !a.as_os_str().is_empty())
+            .map(move |a| {
+                if inside {
+                    WPath::Inside(a.to_path_buf())
+                } else {
+                    WPath::Outside(a.to_path_buf())
+                }
+            })
+    }
+
     /// True when `self` equals `other` or lies below it.
     pub fn within(&self, other: &WPath) -> bool {
         match (self, other) {

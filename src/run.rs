@@ -676,7 +676,7 @@ fn prepare(
         .join("state")
         .join(format!("params-{key}.json"));
     let params = serde_json::json!({ "stage": node.spec.name, "params": manifest.params, "matrix": manifest.matrix, "deps": node.deps.iter().map(crate::paths::WPath::key_form).collect::<Vec<_>>(), "outs": manifest.outs });
-    crate::fsutil::write_atomic(&params_path, &serde_json::to_vec_pretty(&params).unwrap())?;
+    crate::fsutil::write_replace(&params_path, &serde_json::to_vec_pretty(&params).unwrap())?;
     let argv = match &node.spec.action {
         Action::Cmd(text) => vec!["bash".into(), "-c".into(), text.clone()],
         Action::Builtin { kind, .. } => vec![
