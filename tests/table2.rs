@@ -61,7 +61,8 @@ fn chain_equals_single_process_train_and_shares_stage_one() {
     dag.ok()
         .stdout_has("run@method=lookahead/look-ahead-2")
         .stdout_has("run@method=random/train-stage-3")
-        .stdout_has("run/train-stage-1  [kind: train-stage v1]");
+        .stdout_has("run/train-stage-1  [kind: train-stage v2]")
+        .stdout_has("run/augment  [kind: augment v1]");
     assert_eq!(
         dag.stdout.matches("train-stage-1  [").count(),
         1,
@@ -235,4 +236,24 @@ fn training_params_are_declared() {
         .stderr_has("did you mean `gamma`?");
     ws.pipeline("[pipeline]\nname = \"t\"\n[stages.run]\nkind = \"incremental\"\nparams = { net = \"resnet21\", method = \"random\" }\ndeps = [\"d\"]\nouts = [\"r\"]\n");
     ws.run(&["dag", "p.toml"]).code(2).stderr_has("stage `run`");
+}
+
+#[test]
+fn stages_after_growth_stops_pass_the_model_through() {
+    let ws = Ws::new();
+    // A budget of 2 epochs is spent by train-stage-1 (2 epochs): nothing grows after it.
+    ws.pipeline(
+        &pipeline("\"random\"", 1).replace("max_epochs = 2", "max_epochs = 2\nepoch_budget = 2"),
+    );
+    ws.run(&["run", "p.toml"]).ok();
+    ws.run(&["logs", "run@method=random/train-stage-2"])
+        .ok()
+        .stdout_has("passing the model through unchanged");
+    let r: serde_json::Value = serde_json::from_str(&ws.read("runs/random/result.json")).unwrap();
+    assert_eq!(r["epochs"], serde_json::json!(2));
+    assert_eq!(
+        r["active_subnetworks"],
+        serde_json::json!(1),
+        "S2 and S3 were never inserted"
+    );
 }

@@ -5,6 +5,7 @@ use burn::module::AutodiffModule;
 use burn::tensor::backend::AutodiffBackend;
 use incrpipe::engine::backend::{self, Device, WithBackend};
 use incrpipe::engine::data::{Cifar10, default_cifar_dir};
+use incrpipe::engine::observe;
 use incrpipe::engine::outcome::{self, RunOutcome};
 use incrpipe::engine::settings::{Built, RunSettings};
 use incrpipe::engine::train::{self, Ctx, Progress};
@@ -107,7 +108,38 @@ fn finish<B: AutodiffBackend>(
     (r.state.progress, r.state.net.k(), m)
 }
 
+/// A progress bar per epoch (images/s, loss, accuracy) on the terminal.
+struct Bar(indicatif::ProgressBar);
+
+impl observe::Observer for Bar {
+    fn batch(&self, p: &observe::BatchProgress) {
+        self.0.set_length(p.images_total as u64);
+        self.0.set_position(p.images_done as u64);
+        self.0.set_message(format!(
+            "epoch {} {} k={}  loss {:.4}  acc {:.4}  {:.0} img/s",
+            p.epoch,
+            p.phase.as_str(),
+            p.active,
+            p.loss,
+            p.acc,
+            p.images_per_sec
+        ));
+    }
+    fn epoch(&self, r: &train::EpochRecord) {
+        self.0.println(r.summary_line());
+        self.0.reset();
+    }
+}
+
 pub fn run(args: TrainArgs) -> anyhow::Result<()> {
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} {msg}").expect("template"),
+    );
+    let show = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    if show {
+        observe::set_observer(Some(std::sync::Arc::new(Bar(bar.clone()))));
+    }
     let settings = args.settings();
     let Built {
         spec,
@@ -135,8 +167,11 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         }
     }
     let (progress, active, confusion) = backend::dispatch(device, Go(ctx, &ckpt))??;
-    for r in &progress.records {
-        println!("{}", r.summary_line());
+    bar.finish_and_clear();
+    if !show {
+        for r in &progress.records {
+            println!("{}", r.summary_line());
+        }
     }
     let mut outcome = RunOutcome::new(&settings, &spec, active, &progress, confusion);
     outcome

@@ -44,24 +44,7 @@ impl ImageSet {
     }
     /// The first `n` images of each class, in file order (deterministic, seed-free).
     pub fn first_per_class(&self, n: usize) -> Result<ImageSet> {
-        let mut count = [0usize; NUM_CLASSES];
-        let mut idx = Vec::with_capacity(n * NUM_CLASSES);
-        for (i, &l) in self.labels.iter().enumerate() {
-            if count[l as usize] < n {
-                count[l as usize] += 1;
-                idx.push(i);
-            }
-        }
-        for (class, &c) in count.iter().enumerate() {
-            if c < n {
-                return Err(EngineError::SubsetTooLarge {
-                    class,
-                    asked: n,
-                    available: c,
-                });
-            }
-        }
-        Ok(self.select(&idx))
+        Ok(self.select(&first_per_class_positions(&self.labels, n)?))
     }
 }
 
@@ -130,6 +113,12 @@ pub fn load_cifar10(dir: &Path) -> Result<(ImageSet, ImageSet)> {
 /// Seeded stratified split: `val_fraction` of each class goes to validation.
 /// Both parts keep file order, which makes "first N per class" subsets nested across sizes.
 pub fn stratified_split(set: &ImageSet, val_fraction: f64, seed: u64) -> (ImageSet, ImageSet) {
+    let (train_idx, val_idx) = split_indices(set, val_fraction, seed);
+    (set.select(&train_idx), set.select(&val_idx))
+}
+
+/// Indices of the training and validation parts of a seeded split, stratified by class.
+pub fn split_indices(set: &ImageSet, val_fraction: f64, seed: u64) -> (Vec<usize>, Vec<usize>) {
     let mut train_idx = Vec::new();
     let mut val_idx = Vec::new();
     for class in 0..NUM_CLASSES {
@@ -147,7 +136,7 @@ pub fn stratified_split(set: &ImageSet, val_fraction: f64, seed: u64) -> (ImageS
     }
     train_idx.sort_unstable();
     val_idx.sort_unstable();
-    (set.select(&train_idx), set.select(&val_idx))
+    (train_idx, val_idx)
 }
 
 /// Per-channel mean and standard deviation of pixel values scaled to [0, 1].
@@ -213,6 +202,70 @@ impl Default for DataConfig {
     }
 }
 
+/// Which records a run trains, validates and tests on, and the normalisation of its
+/// training part: the `augment` stage's artifact, and what every run is built from.
+/// Indices are into the 50,000 training records (train, val) and the 10,000 test records.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct SplitPlan {
+    pub config: DataConfig,
+    pub train: Vec<u32>,
+    pub val: Vec<u32>,
+    pub test: Vec<u32>,
+    pub norm: Normalization,
+}
+
+impl SplitPlan {
+    /// The seeded stratified split, then the "first N per class" subsets, then the
+    /// normalisation statistics of the training part.
+    pub fn new(all_train: &ImageSet, test: &ImageSet, cfg: &DataConfig) -> Result<SplitPlan> {
+        let (train, val) = split_indices(all_train, cfg.val_fraction, cfg.split_seed);
+        let first = |set: &ImageSet, idx: Vec<usize>, n: Option<usize>| -> Result<Vec<usize>> {
+            match n {
+                None => Ok(idx),
+                Some(n) => {
+                    let labels: Vec<u8> = idx.iter().map(|&i| set.labels[i]).collect();
+                    Ok(first_per_class_positions(&labels, n)?
+                        .into_iter()
+                        .map(|p| idx[p])
+                        .collect())
+                }
+            }
+        };
+        let train = first(all_train, train, cfg.train_per_class)?;
+        let val = first(all_train, val, cfg.val_per_class)?;
+        let test = first(test, (0..test.len()).collect(), cfg.test_per_class)?;
+        let norm = Normalization::from_set(&all_train.select(&train));
+        let to32 = |v: Vec<usize>| v.into_iter().map(|i| i as u32).collect();
+        Ok(SplitPlan {
+            config: cfg.clone(),
+            train: to32(train),
+            val: to32(val),
+            test: to32(test),
+            norm,
+        })
+    }
+}
+
+/// Positions of the first `n` items of each class, in order; an error when a class has fewer.
+fn first_per_class_positions(labels: &[u8], n: usize) -> Result<Vec<usize>> {
+    let mut count = [0usize; NUM_CLASSES];
+    let mut out = Vec::with_capacity(n * NUM_CLASSES);
+    for (i, &l) in labels.iter().enumerate() {
+        if count[l as usize] < n {
+            count[l as usize] += 1;
+            out.push(i);
+        }
+    }
+    match count.iter().position(|&c| c < n) {
+        Some(class) => Err(EngineError::SubsetTooLarge {
+            class,
+            asked: n,
+            available: count[class],
+        }),
+        None => Ok(out),
+    }
+}
+
 /// Train, validation and test sets plus the normalisation computed on the training part.
 #[derive(Debug, Clone)]
 pub struct Cifar10 {
@@ -229,24 +282,21 @@ impl Cifar10 {
     }
 
     pub fn from_sets(all_train: &ImageSet, test: ImageSet, cfg: &DataConfig) -> Result<Cifar10> {
-        let (mut train, mut val) = stratified_split(all_train, cfg.val_fraction, cfg.split_seed);
-        let mut test = test;
-        if let Some(n) = cfg.train_per_class {
-            train = train.first_per_class(n)?;
+        let plan = SplitPlan::new(all_train, &test, cfg)?;
+        Ok(Cifar10::from_plan(all_train, &test, &plan))
+    }
+
+    /// The sets a [`SplitPlan`] describes.
+    pub fn from_plan(all_train: &ImageSet, test: &ImageSet, plan: &SplitPlan) -> Cifar10 {
+        let pick = |set: &ImageSet, idx: &[u32]| {
+            set.select(&idx.iter().map(|&i| i as usize).collect::<Vec<_>>())
+        };
+        Cifar10 {
+            train: pick(all_train, &plan.train),
+            val: pick(all_train, &plan.val),
+            test: pick(test, &plan.test),
+            norm: plan.norm,
         }
-        if let Some(n) = cfg.val_per_class {
-            val = val.first_per_class(n)?;
-        }
-        if let Some(n) = cfg.test_per_class {
-            test = test.first_per_class(n)?;
-        }
-        let norm = Normalization::from_set(&train);
-        Ok(Cifar10 {
-            train,
-            val,
-            test,
-            norm,
-        })
     }
 }
 

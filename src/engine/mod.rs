@@ -12,6 +12,7 @@ pub mod data;
 pub mod error;
 pub mod flops;
 pub mod model;
+pub mod observe;
 pub mod outcome;
 pub mod partition;
 pub mod rng;

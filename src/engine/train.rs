@@ -23,6 +23,7 @@ use crate::engine::data::{Cifar10, ImageSet, Normalization, to_tensor_data};
 use crate::engine::error::{EngineError, Result};
 use crate::engine::flops;
 use crate::engine::model::{Act, Net, NetSpec, SubNet};
+use crate::engine::observe;
 use crate::engine::rng;
 use crate::engine::termination::{self, Decision, StopReason, TerminationConfig};
 use burn::module::AutodiffModule;
@@ -706,6 +707,17 @@ fn run_phase<B: AutodiffBackend>(
                 .expect("loss")[0];
             loss_sum += ce_v as f64 * idx.len() as f64;
             correct += count_correct(logits, y.into_iter());
+            let done = pos as usize + idx.len();
+            observe::batch(&observe::BatchProgress {
+                epoch: progress.epochs_done + 1,
+                phase: kind,
+                active,
+                images_done: done,
+                images_total: n,
+                loss: loss_sum / done as f64,
+                acc: correct as f64 / done as f64,
+                images_per_sec: done as f64 / t0.elapsed().as_secs_f64().max(1e-9),
+            });
         }
         let net = split.assemble();
         let val_acc = evaluate(&net.valid(), &data.val, &data.norm, cfg.eval_batch_size);
@@ -727,6 +739,7 @@ fn run_phase<B: AutodiffBackend>(
             params,
             seconds: t0.elapsed().as_secs_f64(),
         });
+        observe::epoch(progress.records.last().expect("just pushed"));
         progress.current.as_mut().expect("phase under way").epochs += 1;
         if let Some(dir) = ckpt {
             let state = RunState {

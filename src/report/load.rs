@@ -19,7 +19,9 @@ pub struct Provenance {
     pub burn_version: String,
     #[serde(default)]
     pub git_commit: String,
-    #[serde(default)]
+    /// `null` in result.json when the run was not in a git checkout (then
+    /// `git_commit` is "unknown"): read as not dirty, since no commit is claimed.
+    #[serde(default, deserialize_with = "null_as_false")]
     pub git_dirty: bool,
     #[serde(default)]
     pub stage_key: String,
@@ -143,4 +145,8 @@ pub fn discover(paths: &[PathBuf]) -> Result<Vec<Run>, ReportError> {
     dirs.sort();
     dirs.dedup();
     dirs.iter().map(|d| load_run(d)).collect()
+}
+
+fn null_as_false<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    Ok(<Option<bool> as serde::Deserialize>::deserialize(d)?.unwrap_or(false))
 }

@@ -15,6 +15,7 @@ pub fn all() -> Vec<Box<dyn StageKind>> {
         Box::new(training::LookAhead),
         Box::new(training::TrainBaseline),
         Box::new(training::Evaluate),
+        Box::new(training::Augment),
         Box::new(report::Report),
     ]
 }

@@ -33,7 +33,7 @@ impl StageKind for Report {
         "report"
     }
     fn version(&self) -> u32 {
-        1
+        2
     }
     fn params(&self) -> &'static [ParamDecl] {
         PARAMS

@@ -20,9 +20,10 @@ use burn::module::AutodiffModule;
 use burn::tensor::backend::AutodiffBackend;
 use serde_json::Value;
 
+use crate::engine::augment::MAX_SHIFT;
 use crate::engine::backend::{self, Device, WithBackend};
 use crate::engine::checkpoint;
-use crate::engine::data::Cifar10;
+use crate::engine::data::{Cifar10, DataConfig, SplitPlan, load_cifar10};
 use crate::engine::outcome::{self, RunOutcome};
 use crate::engine::settings::{Built, RunSettings};
 use crate::engine::train::{self, Ctx, Method, NextStep, Stage};
@@ -165,8 +166,27 @@ const STAGE1_NEUTRAL: &[(&str, &str)] = &[
     ("min_gain_points", "-1.0"),
 ];
 
+/// This file and every engine file that decides what a run computes: a change to
+/// any of them must bump the versions below (tests/kind_versions.rs checks).
 fn sources() -> &'static [&'static str] {
-    &[include_str!("training.rs")]
+    &[
+        include_str!("training.rs"),
+        include_str!("../engine/augment.rs"),
+        include_str!("../engine/backend.rs"),
+        include_str!("../engine/checkpoint.rs"),
+        include_str!("../engine/data.rs"),
+        include_str!("../engine/flops.rs"),
+        include_str!("../engine/outcome.rs"),
+        include_str!("../engine/partition.rs"),
+        include_str!("../engine/rng.rs"),
+        include_str!("../engine/settings.rs"),
+        include_str!("../engine/termination.rs"),
+        include_str!("../engine/train.rs"),
+        include_str!("../engine/model/mod.rs"),
+        include_str!("../engine/model/net.rs"),
+        include_str!("../engine/model/norm.rs"),
+        include_str!("../engine/model/spec.rs"),
+    ]
 }
 
 fn settings_of(params: &serde_json::Map<String, Value>) -> anyhow::Result<(RunSettings, Device)> {
@@ -196,7 +216,7 @@ impl StageKind for Incremental {
         "incremental"
     }
     fn version(&self) -> u32 {
-        1
+        2
     }
     fn params(&self) -> &'static [ParamDecl] {
         PARAMS
@@ -236,7 +256,8 @@ impl StageKind for Incremental {
                      params: std::collections::BTreeMap<String, Value>,
                      prev: Option<&str>,
                      shared: bool| Expanded {
-            deps: std::iter::once(data.clone())
+            deps: [data.clone(), "{stage:augment}".to_string()]
+                .into_iter()
                 .chain(prev.map(|p| format!("{{stage:{p}}}")))
                 .collect(),
             outs: vec![format!("{{stage:{suffix}}}")],
@@ -245,7 +266,22 @@ impl StageKind for Incremental {
             kind,
             params,
         };
-        let mut chain = Vec::new();
+        // The split, normalisation and augmentation policy: one artifact for every run
+        // with the same data settings, whatever its method, seed or network.
+        let augment_params = input
+            .params
+            .iter()
+            .filter(|(k, _)| AUGMENT_PARAMS.iter().any(|d| d.name == k.as_str()))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let mut chain = vec![Expanded {
+            suffix: "augment".into(),
+            shared_without: vec!["method", "seed", "net"],
+            kind: "augment",
+            params: augment_params,
+            deps: vec![data.clone()],
+            outs: vec!["{stage:augment}".into()],
+        }];
         let mut prev: Option<String> = None;
         match method {
             Method::Baseline => {
@@ -338,9 +374,9 @@ macro_rules! chain_kind {
     };
 }
 
-chain_kind!(TrainStage, "train-stage", Step::Train, 1);
-chain_kind!(LookAhead, "look-ahead", Step::LookAhead, 1);
-chain_kind!(TrainBaseline, "train", Step::Train, 1);
+chain_kind!(TrainStage, "train-stage", Step::Train, 2);
+chain_kind!(LookAhead, "look-ahead", Step::LookAhead, 2);
+chain_kind!(TrainBaseline, "train", Step::Train, 2);
 
 /// Inputs common to every chain stage.
 struct Loaded {
@@ -350,12 +386,25 @@ struct Loaded {
     data: Cifar10,
 }
 
+/// deps: [CIFAR-10 directory, augment artifact, previous chain stage (if any)].
 fn load(ctx: &StageContext) -> anyhow::Result<Loaded> {
     let (settings, device) = settings_of(&params_map(&ctx.params))?;
     let built = settings.build()?;
-    let data_dir = data_dir(Path::new(ctx.deps.first().context("no data dep")?));
-    let data = Cifar10::load(&data_dir, &built.data)
-        .with_context(|| format!("loading CIFAR-10 from {}", data_dir.display()))?;
+    let [data, artifact, ..] = ctx.deps.as_slice() else {
+        bail!("a training stage reads the CIFAR-10 directory and the augment artifact")
+    };
+    let plan = read_plan(Path::new(artifact))?;
+    if plan.config != built.data {
+        bail!(
+            "the augment artifact {artifact} was made for {:?}, this run needs {:?}",
+            plan.config,
+            built.data
+        );
+    }
+    let dir = data_dir(Path::new(data));
+    let (all_train, test) =
+        load_cifar10(&dir).with_context(|| format!("loading CIFAR-10 from {}", dir.display()))?;
+    let data = Cifar10::from_plan(&all_train, &test, &plan);
     Ok(Loaded {
         settings,
         device,
@@ -400,11 +449,11 @@ fn chain_stage<B: AutodiffBackend>(
     let [out] = sc.outs.as_slice() else {
         bail!("a chain stage writes exactly one out")
     };
-    let input = match sc.deps.get(1) {
+    let input = match sc.deps.get(2) {
         Some(prev) => checkpoint::load_state::<B>(Path::new(prev), ctx, device)?.0,
         None => train::initial_state::<B>(ctx, device),
     };
-    let has_input = sc.deps.len() > 1;
+    let has_input = sc.deps.len() > 2;
     let next = train::next_step(ctx, &input.progress, input.net.k());
     let stage = match (step, has_input, next) {
         (_, _, NextStep::Done) if has_input => {
@@ -444,6 +493,113 @@ fn chain_stage<B: AutodiffBackend>(
     Ok(())
 }
 
+fn read_plan(artifact: &Path) -> anyhow::Result<SplitPlan> {
+    let p = artifact.join("augment.json");
+    let bytes = std::fs::read(&p).with_context(|| format!("reading {}", p.display()))?;
+    let v: Value = serde_json::from_slice(&bytes)?;
+    serde_json::from_value(v["split"].clone())
+        .with_context(|| format!("{}: bad split", p.display()))
+}
+
+/// The data settings the `augment` stage reads (a subset of [`PARAMS`]).
+const AUGMENT_PARAMS: &[ParamDecl] = &[
+    ParamDecl {
+        name: "train_per_class",
+        default: Some("0"),
+        help: "training images per class (0 = all)",
+    },
+    ParamDecl {
+        name: "val_per_class",
+        default: Some("0"),
+        help: "validation images per class (0 = all)",
+    },
+    ParamDecl {
+        name: "test_per_class",
+        default: Some("0"),
+        help: "test images per class (0 = all)",
+    },
+    ParamDecl {
+        name: "val_fraction",
+        default: Some("0.1"),
+        help: "held-out fraction of each class",
+    },
+    ParamDecl {
+        name: "split_seed",
+        default: Some("0"),
+        help: "seed of the train/validation split",
+    },
+    ParamDecl {
+        name: "augment",
+        default: Some("true"),
+        help: "random shifts and flips",
+    },
+];
+
+/// `augment`: the train/validation split, the normalisation statistics and the
+/// augmentation policy, as an artifact (`augment.json`) that training stages read.
+pub struct Augment;
+
+impl StageKind for Augment {
+    fn name(&self) -> &'static str {
+        "augment"
+    }
+    fn version(&self) -> u32 {
+        1
+    }
+    fn params(&self) -> &'static [ParamDecl] {
+        AUGMENT_PARAMS
+    }
+    fn sources(&self) -> &'static [&'static str] {
+        sources()
+    }
+    fn run(&self, sc: &StageContext) -> anyhow::Result<()> {
+        let p = |k: &str| sc.params.get(k).cloned().unwrap_or(Value::Null);
+        let n = |k: &str| p(k).as_u64().filter(|n| *n > 0).map(|n| n as usize);
+        let cfg = DataConfig {
+            val_fraction: p("val_fraction").as_f64().context("val_fraction")?,
+            split_seed: p("split_seed").as_u64().context("split_seed")?,
+            train_per_class: n("train_per_class"),
+            val_per_class: n("val_per_class"),
+            test_per_class: n("test_per_class"),
+        };
+        let [data] = sc.deps.as_slice() else {
+            bail!("augment reads one dep, the CIFAR-10 directory")
+        };
+        let [out] = sc.outs.as_slice() else {
+            bail!("augment writes one out, a directory")
+        };
+        let dir = data_dir(Path::new(data));
+        let (all_train, test) = load_cifar10(&dir)
+            .with_context(|| format!("loading CIFAR-10 from {}", dir.display()))?;
+        let plan = SplitPlan::new(&all_train, &test, &cfg)?;
+        let artifact = serde_json::json!({
+            "split": plan,
+            "policy": {
+                "enabled": p("augment").as_bool().unwrap_or(true),
+                "max_shift_px": MAX_SHIFT,
+                "shift": "integer, uniform in [-max, max], width and height independently; uncovered pixels are 0 after normalisation",
+                "horizontal_flip_probability": 0.5,
+                "seeded_by": "(training seed, epoch, position in the epoch)",
+            },
+            "data_checksum": data_checksum(Path::new(data)),
+        });
+        std::fs::create_dir_all(out)?;
+        std::fs::write(
+            Path::new(out).join("augment.json"),
+            serde_json::to_vec_pretty(&artifact)?,
+        )?;
+        println!(
+            "split: {} train, {} validation, {} test images; normalisation mean {:?} std {:?}",
+            plan.train.len(),
+            plan.val.len(),
+            plan.test.len(),
+            plan.norm.mean,
+            plan.norm.std
+        );
+        Ok(())
+    }
+}
+
 pub struct Evaluate;
 
 impl StageKind for Evaluate {
@@ -451,7 +607,7 @@ impl StageKind for Evaluate {
         "evaluate"
     }
     fn version(&self) -> u32 {
-        1
+        2
     }
     fn params(&self) -> &'static [ParamDecl] {
         PARAMS
@@ -492,7 +648,7 @@ fn evaluate<B: AutodiffBackend>(
     };
     let prev = sc
         .deps
-        .get(1)
+        .get(2)
         .context("evaluate needs the final training stage's out")?;
     let (state, _) = checkpoint::load_state::<B>(Path::new(prev), ctx, device)?;
     let m = outcome::confusion(
