@@ -4,6 +4,9 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
+# Package installs below must never stop to ask (CI has no standard input).
+export DEBIAN_FRONTEND=noninteractive
+
 log=$(mktemp)
 status=0
 

@@ -106,6 +106,36 @@ mod tests {
         assert_eq!(p.take(1, 1).unwrap(), a);
     }
 
+    proptest::proptest! {
+        /// Any interleaving of stages taking and giving back resources: no device is
+        /// ever held twice, CPU slots never go negative, and all comes back in the end.
+        #[test]
+        fn no_device_is_ever_shared(ops in proptest::collection::vec((1u32..4, 0u32..3, proptest::bool::ANY), 1..60), gpus in 0usize..4, cpus in 1u32..5) {
+            let mut p = Pool::new(cpus, (0..gpus).map(|i| i.to_string()).collect());
+            let mut held: Vec<(u32, Vec<String>)> = Vec::new();
+            for (c, g, give) in ops {
+                if give && !held.is_empty() {
+                    let (c, d) = held.remove(0);
+                    p.give(c, &d);
+                } else if let Some(d) = p.take(c, g) {
+                    proptest::prop_assert_eq!(d.len(), g as usize);
+                    held.push((c, d));
+                }
+                let mut all: Vec<&String> = held.iter().flat_map(|(_, d)| d).collect();
+                let n = all.len();
+                all.sort();
+                all.dedup();
+                proptest::prop_assert_eq!(all.len(), n, "a device is held twice");
+                let used: u32 = held.iter().map(|(c, _)| p.clamp_cpus(*c)).sum();
+                proptest::prop_assert!(used <= cpus);
+            }
+            for (c, d) in held.drain(..) {
+                p.give(c, &d);
+            }
+            proptest::prop_assert!(p.take(cpus, gpus as u32).is_some(), "everything was given back");
+        }
+    }
+
     #[test]
     fn flag_beats_environment() {
         assert_eq!(detect_gpus(Some("0,1"), Some("3")), vec!["0", "1"]);

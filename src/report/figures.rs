@@ -236,7 +236,11 @@ where
     root.fill(&WHITE)?;
     let nets = networks(rows);
     let (cols, grid_rows) = grid(nets.len());
-    let body = root.titled(&format!("{title} (one line per seed)"), (FONT, 24))?;
+    let heading = format!("{title} (one line per seed)");
+    // Shrink the heading until it fits the figure (one panel is narrow); DejaVu Sans
+    // glyphs average about 0.55 of the font size in width.
+    let fit = root.dim_in_pixel().0 as f64 * 0.95 / (0.55 * heading.chars().count() as f64);
+    let body = root.titled(&heading, (FONT, fit.clamp(12.0, 24.0)))?;
     let panels = body.split_evenly((grid_rows, cols));
     let ax = axes(stem);
     for ((net, paper_net), area) in nets.iter().zip(panels.iter()) {
