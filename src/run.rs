@@ -484,7 +484,9 @@ pub fn run(
                 (Ended::Local(status), Handle::Local { pgid }) => {
                     // Whatever the stage left behind in its group goes with it.
                     process::signal_group(*pgid, libc::SIGKILL);
-                    save_running(cache, dag, &running)?;
+                    // running.json is rewritten when the next stage starts; until then it
+                    // may still list this one, which is harmless: a later runner only ends
+                    // a recorded group whose leader has the recorded start time.
                     match status {
                         Ok(s) if s.success() && !r.timed_out => outs_present(node, opts, None),
                         Ok(_) if r.timed_out => Err(format!(
@@ -595,6 +597,10 @@ pub fn run(
                 }
             }
         }
+    }
+    // Nothing runs any more: no recorded group may be taken for an orphan later.
+    if running.is_empty() {
+        let _ = cache.write_running(&[]);
     }
     let _ = stats.save(&cache.stat_cache_path());
     progress.finish(&summary);

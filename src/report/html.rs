@@ -9,7 +9,7 @@ use std::fmt::Write;
 use super::aggregate::{Row, find, networks};
 use super::claims::claims_for;
 use super::figures::FIGURES;
-use super::markdown::{accuracy_cell, network_label, provenance_values};
+use super::markdown::{accuracy_cell, network_label, provenance};
 use super::paper::{METHODS, method_title};
 
 pub fn escape(s: &str) -> String {
@@ -124,30 +124,7 @@ pub fn render(rows: &[Row], title: &str, k: f64) -> String {
         );
     }
     let _ = writeln!(s, "<h2>Provenance</h2>\n<ul>");
-    let dirty = rows.iter().any(|r| r.provenance.git_dirty);
-    for (name, value) in [
-        (
-            "Backend",
-            provenance_values(rows, |r| &r.provenance.backend),
-        ),
-        ("Device", provenance_values(rows, |r| &r.provenance.device)),
-        (
-            "burn",
-            provenance_values(rows, |r| &r.provenance.burn_version),
-        ),
-        (
-            "Git commit",
-            format!(
-                "{}{}",
-                provenance_values(rows, |r| &r.provenance.git_commit),
-                if dirty { " (dirty tree)" } else { "" }
-            ),
-        ),
-        (
-            "Data checksum",
-            provenance_values(rows, |r| &r.provenance.data_checksum),
-        ),
-    ] {
+    for (name, value) in provenance(rows) {
         let _ = writeln!(s, "<li>{name}: {}</li>", escape(&value));
     }
     let _ = writeln!(

@@ -26,6 +26,31 @@ pub fn network_label(net: &str, paper_net: &str) -> String {
 }
 
 /// Distinct values of a provenance field over all rows.
+/// The provenance lines of a report (name, value), shared by the Markdown and HTML pages.
+pub fn provenance(rows: &[Row]) -> Vec<(&'static str, String)> {
+    let dirty = rows.iter().any(|r| r.provenance.git_dirty);
+    let commit = provenance_values(rows, |r| &r.provenance.git_commit);
+    vec![
+        (
+            "Backend",
+            provenance_values(rows, |r| &r.provenance.backend),
+        ),
+        ("Device", provenance_values(rows, |r| &r.provenance.device)),
+        (
+            "burn",
+            provenance_values(rows, |r| &r.provenance.burn_version),
+        ),
+        (
+            "Git commit",
+            format!("{commit}{}", if dirty { " (dirty tree)" } else { "" }),
+        ),
+        (
+            "Data checksum",
+            provenance_values(rows, |r| &r.provenance.data_checksum),
+        ),
+    ]
+}
+
 pub fn provenance_values(rows: &[Row], f: fn(&Row) -> &str) -> String {
     let mut v: Vec<&str> = rows
         .iter()
@@ -130,30 +155,7 @@ pub fn render(rows: &[Row], title: &str, k: f64) -> String {
     );
 
     let _ = writeln!(s, "## Provenance\n");
-    let dirty = rows.iter().any(|r| r.provenance.git_dirty);
-    for (name, value) in [
-        (
-            "Backend",
-            provenance_values(rows, |r| &r.provenance.backend),
-        ),
-        ("Device", provenance_values(rows, |r| &r.provenance.device)),
-        (
-            "burn",
-            provenance_values(rows, |r| &r.provenance.burn_version),
-        ),
-        (
-            "Git commit",
-            format!(
-                "{}{}",
-                provenance_values(rows, |r| &r.provenance.git_commit),
-                if dirty { " (dirty tree)" } else { "" }
-            ),
-        ),
-        (
-            "Data checksum",
-            provenance_values(rows, |r| &r.provenance.data_checksum),
-        ),
-    ] {
+    for (name, value) in provenance(rows) {
         let _ = writeln!(s, "- {name}: {value}");
     }
     let _ = writeln!(

@@ -29,9 +29,9 @@ use crate::engine::settings::{Built, RunSettings};
 use crate::engine::train::{self, Ctx, Method, NextStep, Stage};
 use crate::registry::{ExpandInput, Expanded, ParamDecl, StageContext, StageKind};
 
-/// The run settings every training kind accepts (defaults = [`RunSettings::default`],
-/// checked by a test) plus the device.
-const PARAMS: &[ParamDecl] = &[
+/// The run settings every training kind accepts besides the data settings ([`AUGMENT_PARAMS`]);
+/// defaults = [`RunSettings::default`], checked by a test; plus the device.
+const RUN_PARAMS: &[ParamDecl] = &[
     ParamDecl {
         name: "net",
         default: None,
@@ -51,31 +51,6 @@ const PARAMS: &[ParamDecl] = &[
         name: "partition",
         default: Some("\"\""),
         help: "unit indices where S1..SK start, e.g. \"0,4,7\"; empty = the paper's rule",
-    },
-    ParamDecl {
-        name: "train_per_class",
-        default: Some("0"),
-        help: "training images per class (0 = all)",
-    },
-    ParamDecl {
-        name: "val_per_class",
-        default: Some("0"),
-        help: "validation images per class (0 = all)",
-    },
-    ParamDecl {
-        name: "test_per_class",
-        default: Some("0"),
-        help: "test images per class (0 = all)",
-    },
-    ParamDecl {
-        name: "val_fraction",
-        default: Some("0.1"),
-        help: "held-out fraction of each class",
-    },
-    ParamDecl {
-        name: "split_seed",
-        default: Some("0"),
-        help: "seed of the train/validation split",
     },
     ParamDecl {
         name: "batch",
@@ -143,11 +118,6 @@ const PARAMS: &[ParamDecl] = &[
         help: "stop growing when a sub-network gains fewer points (negative = never)",
     },
     ParamDecl {
-        name: "augment",
-        default: Some("true"),
-        help: "random shifts and flips",
-    },
-    ParamDecl {
         name: "eval_batch",
         default: Some("250"),
         help: "batch size of validation and test passes",
@@ -158,6 +128,10 @@ const PARAMS: &[ParamDecl] = &[
         help: "cpu or cuda:N (N within CUDA_VISIBLE_DEVICES)",
     },
 ];
+
+/// Every param of the training kinds: the run's own and the data settings.
+static PARAMS: std::sync::LazyLock<Vec<ParamDecl>> =
+    std::sync::LazyLock::new(|| RUN_PARAMS.iter().chain(AUGMENT_PARAMS).copied().collect());
 
 /// Params that do not change what train-stage-1 computes; it is keyed without them.
 const STAGE1_NEUTRAL: &[(&str, &str)] = &[
@@ -219,7 +193,7 @@ impl StageKind for Incremental {
         2
     }
     fn params(&self) -> &'static [ParamDecl] {
-        PARAMS
+        PARAMS.as_slice()
     }
     fn sources(&self) -> &'static [&'static str] {
         sources()
@@ -362,7 +336,7 @@ macro_rules! chain_kind {
                 $version
             }
             fn params(&self) -> &'static [ParamDecl] {
-                PARAMS
+                PARAMS.as_slice()
             }
             fn sources(&self) -> &'static [&'static str] {
                 sources()
@@ -501,7 +475,7 @@ fn read_plan(artifact: &Path) -> anyhow::Result<SplitPlan> {
         .with_context(|| format!("{}: bad split", p.display()))
 }
 
-/// The data settings the `augment` stage reads (a subset of [`PARAMS`]).
+/// The data settings: the `augment` stage's params, and part of every training kind's [`PARAMS`].
 const AUGMENT_PARAMS: &[ParamDecl] = &[
     ParamDecl {
         name: "train_per_class",
@@ -610,7 +584,7 @@ impl StageKind for Evaluate {
         2
     }
     fn params(&self) -> &'static [ParamDecl] {
-        PARAMS
+        PARAMS.as_slice()
     }
     fn sources(&self) -> &'static [&'static str] {
         sources()
@@ -729,7 +703,7 @@ mod tests {
     #[test]
     fn declared_defaults_are_the_engine_defaults() {
         let mut m = serde_json::Map::new();
-        for d in PARAMS {
+        for d in PARAMS.iter() {
             match default_value(d) {
                 Some(v) => {
                     m.insert(d.name.to_string(), v);
