@@ -23,7 +23,7 @@ fi
 command -v chromium >/dev/null || (apt-get update && apt-get install -y --no-install-recommends chromium)
 
 # Everything optimised (see Cargo.toml profiles); --locked keeps CI on Cargo.lock.
-cargo test --locked --all-targets 2>&1 | tee "$log" || status=1
+cargo test --locked --no-fail-fast --all-targets 2>&1 | tee "$log" || status=1
 if [ "$slurm_started" = 1 ]; then
   as_root scripts/slurm-down.sh || true
 fi
