@@ -205,10 +205,6 @@ impl Dag {
         })
     }
 
-    pub fn index_of(&self, name: &str) -> Option<usize> {
-        self.nodes.iter().position(|n| n.spec.name == name)
-    }
-
     /// The given stages and everything they (transitively) need.
     pub fn closure(&self, roots: &[usize]) -> BTreeSet<usize> {
         let mut seen = BTreeSet::new();
@@ -219,13 +215,6 @@ impl Dag {
             }
         }
         seen
-    }
-
-    /// Downstream stages of `i` (direct).
-    pub fn downstream(&self, i: usize) -> impl Iterator<Item = usize> + '_ {
-        self.graph
-            .neighbors(NodeIndex::new(i))
-            .map(|n| self.graph[n])
     }
 }
 
