@@ -1,13 +1,23 @@
 //! The CPU fast paths compute what burn's reference ops compute: values, gradients and running
-//! statistics of BatchNorm (training and inference mode) within float tolerance, and they are
-//! deterministic (same inputs, same thread count -> bit-identical results).
+//! statistics of BatchNorm (+ ReLU; training and inference mode), values and gradients of
+//! conv2d, and a whole network's loss curve, all within float tolerance; and they are
+//! deterministic (same inputs -> bit-identical results, whatever the number of threads).
 
 use burn::module::Param;
 use burn::nn::{BatchNorm, BatchNormConfig};
 use burn::prelude::*;
 use burn::tensor::TensorData;
 use incrpipe::engine::backend::{CpuBackend, CpuTrainBackend, cpu_device};
-use incrpipe::engine::model::norm::batch_norm_forward;
+
+/// The fused kernel (crate::engine::kernels::batch_norm), which applies on the CPU backend.
+fn batch_norm_forward<B: Backend>(bn: &BatchNorm<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
+    batch_norm_act(bn, x, false)
+}
+
+fn batch_norm_act<B: Backend>(bn: &BatchNorm<B>, x: Tensor<B, 4>, relu: bool) -> Tensor<B, 4> {
+    incrpipe::engine::kernels::batch_norm(bn, x, relu)
+        .unwrap_or_else(|_| panic!("the kernels apply on the CPU backend"))
+}
 
 type AB = CpuTrainBackend;
 
@@ -58,6 +68,11 @@ struct TrainOut {
 /// One forward + backward of `sum(bn(x) * r)` with burn's BatchNorm or the fast one; two
 /// forwards so that the running statistics are updated twice.
 fn train_step(shape: [usize; 4], fast: bool) -> TrainOut {
+    train_step_act(shape, fast, false)
+}
+
+/// As [`train_step`], with a ReLU after the BatchNorm when `relu` (fused in the kernel).
+fn train_step_act(shape: [usize; 4], fast: bool, relu: bool) -> TrainOut {
     let d = cpu_device();
     let n: usize = shape.iter().product();
     let bn = bn_with_params::<AB>(shape[1], &d);
@@ -66,7 +81,9 @@ fn train_step(shape: [usize; 4], fast: bool) -> TrainOut {
     let r = Tensor::<AB, 4>::from_data(TensorData::new(values(n, 2, 1.0, 0.0), shape), &d);
     let run = |x: Tensor<AB, 4>| {
         if fast {
-            batch_norm_forward(&bn, x)
+            batch_norm_act(&bn, x, relu)
+        } else if relu {
+            burn::tensor::activation::relu(bn.forward(x))
         } else {
             bn.forward(x)
         }
@@ -87,9 +104,15 @@ fn train_step(shape: [usize; 4], fast: bool) -> TrainOut {
 #[test]
 fn batch_norm_train_matches_burn_values_gradients_and_running_stats() {
     // Shapes: odd sizes, and a ResNet-20-like one.
-    for shape in [[3, 5, 7, 6], [16, 16, 8, 8], [2, 64, 1, 1]] {
-        let a = train_step(shape, true);
-        let b = train_step(shape, false);
+    for (shape, relu) in [
+        ([3, 5, 7, 6], false),
+        ([16, 16, 8, 8], false),
+        ([2, 64, 1, 1], false),
+        ([3, 5, 7, 6], true),
+        ([16, 16, 8, 8], true),
+    ] {
+        let a = train_step_act(shape, true, relu);
+        let b = train_step_act(shape, false, relu);
         let tol = 1e-4;
         for (what, fast, reference) in [
             ("y", &a.y, &b.y),
@@ -100,7 +123,7 @@ fn batch_norm_train_matches_burn_values_gradients_and_running_stats() {
             ("running_var", &a.running_var, &b.running_var),
         ] {
             let e = max_rel(fast, reference);
-            assert!(e < tol, "{shape:?} {what}: max rel error {e}");
+            assert!(e < tol, "{shape:?} relu {relu} {what}: max rel error {e}");
         }
     }
 }
@@ -135,4 +158,163 @@ fn batch_norm_inference_matches_burn() {
     let reference = vec_of(bn.forward(x));
     let e = max_rel(&fast, &reference);
     assert!(e < 1e-5, "max rel error {e}");
+}
+
+struct ConvOut {
+    y: Vec<f32>,
+    dx: Vec<f32>,
+    dw: Vec<f32>,
+    db: Option<Vec<f32>>,
+}
+
+/// One forward + backward of `sum(conv(x) * r)` with burn's conv2d or the kernel.
+fn conv_step(
+    x_shape: [usize; 4],
+    cout: usize,
+    k: usize,
+    stride: usize,
+    pad: usize,
+    bias: bool,
+    fast: bool,
+) -> ConvOut {
+    use burn::nn::PaddingConfig2d;
+    use burn::nn::conv::Conv2dConfig;
+    let d = cpu_device();
+    let cin = x_shape[1];
+    let mut conv = Conv2dConfig::new([cin, cout], [k, k])
+        .with_stride([stride, stride])
+        .with_padding(PaddingConfig2d::Explicit(pad, pad, pad, pad))
+        .with_bias(bias)
+        .init::<AB>(&d);
+    let wn = cout * cin * k * k;
+    conv.weight = Param::from_data(
+        TensorData::new(values(wn, 5, 0.3, 0.0), [cout, cin, k, k]),
+        &d,
+    );
+    if bias {
+        conv.bias = Some(Param::from_data(
+            TensorData::new(values(cout, 6, 0.5, 0.1), [cout]),
+            &d,
+        ));
+    }
+    let n: usize = x_shape.iter().product();
+    let x = Tensor::<AB, 4>::from_data(TensorData::new(values(n, 7, 1.5, 0.2), x_shape), &d)
+        .require_grad();
+    let y = if fast {
+        incrpipe::engine::kernels::conv2d(&conv, x.clone())
+    } else {
+        conv.forward(x.clone())
+    };
+    let r = Tensor::<AB, 4>::from_data(
+        TensorData::new(values(y.dims().iter().product(), 8, 1.0, 0.0), y.dims()),
+        &d,
+    );
+    let grads = (y.clone() * r).sum().backward();
+    ConvOut {
+        y: vec_of(y.inner()),
+        dx: vec_of(x.grad(&grads).unwrap()),
+        dw: vec_of(conv.weight.val().grad(&grads).unwrap()),
+        db: conv
+            .bias
+            .as_ref()
+            .map(|b| vec_of(b.val().grad(&grads).unwrap())),
+    }
+}
+
+const CONV_CASES: [([usize; 4], usize, usize, usize, usize, bool); 5] = [
+    // ResNet-like 3x3, batch over two weight-gradient chunks, with and without bias.
+    ([11, 3, 9, 7], 4, 3, 1, 1, true),
+    ([10, 6, 8, 8], 5, 3, 2, 1, false),
+    // 1x1 stride 2 without padding, a 5x5 kernel with padding 2, a stride that skips pixels.
+    ([3, 4, 6, 6], 2, 1, 2, 0, true),
+    ([2, 2, 5, 5], 3, 5, 1, 2, false),
+    ([2, 3, 7, 7], 2, 3, 3, 0, true),
+];
+
+#[test]
+fn conv2d_matches_burn_values_and_gradients() {
+    for (x, cout, k, stride, pad, bias) in CONV_CASES {
+        let a = conv_step(x, cout, k, stride, pad, bias, true);
+        let b = conv_step(x, cout, k, stride, pad, bias, false);
+        let case = format!("x {x:?} cout {cout} k {k} stride {stride} pad {pad} bias {bias}");
+        for (what, fast, reference) in [
+            ("y", &a.y, &b.y),
+            ("dx", &a.dx, &b.dx),
+            ("dw", &a.dw, &b.dw),
+        ] {
+            let e = max_rel(fast, reference);
+            assert!(e < 1e-4, "{case} {what}: max rel error {e}");
+        }
+        assert_eq!(
+            a.db.is_some(),
+            bias,
+            "{case}: bias gradient present iff bias"
+        );
+        if let (Some(fast), Some(reference)) = (&a.db, &b.db) {
+            let e = max_rel(fast, reference);
+            assert!(e < 1e-4, "{case} db: max rel error {e}");
+        }
+    }
+}
+
+/// The kernels' results do not depend on the number of threads: sums are split by data.
+#[test]
+fn kernels_give_the_same_bits_on_one_and_two_threads() {
+    let on = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| {
+            let (x, cout, k, stride, pad, bias) = CONV_CASES[0];
+            let c = conv_step(x, cout, k, stride, pad, bias, true);
+            let b = train_step_act([9, 6, 5, 5], true, true);
+            (c.y, c.dx, c.dw, c.db, b.y, b.dx, b.dgamma, b.dbeta)
+        })
+    };
+    assert!(on(1) == on(2), "results differ between 1 and 2 threads");
+}
+
+/// A whole network trained a few steps with the kernels follows the loss curve of the same
+/// network trained with burn's reference ops, within float tolerance.
+#[test]
+fn network_loss_curve_matches_reference_ops() {
+    use burn::nn::loss::CrossEntropyLoss;
+    use burn::optim::{GradientsParams, Optimizer};
+    use incrpipe::engine::kernels::with_reference_ops;
+    use incrpipe::engine::model::{Net, NetSpec};
+    use incrpipe::engine::train::OptimConfig;
+    let d = cpu_device();
+    let spec = NetSpec::parse("resnet8-w4").unwrap();
+    let batch = 12;
+    let curve = || {
+        let mut net = Net::<AB>::init(&spec, spec.k(), 3, &d);
+        let ocfg = OptimConfig::default();
+        let mut optim = ocfg.build::<AB>();
+        let loss_fn = CrossEntropyLoss::new(None, &d);
+        (0..4)
+            .map(|step| {
+                let x = Tensor::<AB, 4>::from_data(
+                    TensorData::new(
+                        values(batch * 3072, 100 + step, 1.0, 0.0),
+                        [batch, 3, 32, 32],
+                    ),
+                    &d,
+                );
+                let labels: Vec<i32> = (0..batch as i32).map(|i| (i + step as i32) % 10).collect();
+                let y = Tensor::<AB, 1, Int>::from_data(TensorData::new(labels, [batch]), &d);
+                let loss = loss_fn.forward(net.forward(x), y)
+                    + net.kernel_sq_sum().mul_scalar(ocfg.weight_decay);
+                let value = loss.clone().into_scalar();
+                let grads = GradientsParams::from_grads(loss.backward(), &net);
+                net = optim.step(ocfg.lr, net.clone(), grads);
+                value
+            })
+            .collect::<Vec<f32>>()
+    };
+    let fast = curve();
+    let reference = with_reference_ops(curve);
+    let e = max_rel(&fast, &reference);
+    assert!(e < 1e-4, "loss curves differ: {fast:?} vs {reference:?}");
+    assert!(fast[3] != fast[0], "the network did not train: {fast:?}");
 }

@@ -5,7 +5,6 @@
 //! the `cuda` cargo feature. Training code is generic over `B: AutodiffBackend`.
 
 use crate::engine::error::{EngineError, Result};
-use std::any::TypeId;
 use std::fmt;
 use std::str::FromStr;
 use std::sync::OnceLock;
@@ -56,16 +55,6 @@ impl fmt::Display for Device {
             Device::Cuda(n) => write!(f, "cuda:{n}"),
         }
     }
-}
-
-/// Whether the networks compute BatchNorm with [`crate::engine::model::norm`] (same maths as
-/// burn-nn's `BatchNorm`, laid out for Flex's SIMD broadcast kernels; ~60 % of a CPU training
-/// step went into burn-nn's layout, see docs/performance.md) instead of burn-nn's own forward.
-/// Only on the CPU backends: the GPU path keeps burn-nn's forward unchanged.
-/// `INCRPIPE_REFERENCE_OPS=1` selects burn-nn's forward everywhere (for A/B benchmarks).
-pub fn fast_batch_norm<B: burn::tensor::backend::Backend>() -> bool {
-    let t = TypeId::of::<B>();
-    (t == TypeId::of::<CpuBackend>() || t == TypeId::of::<CpuTrainBackend>()) && !reference_ops()
 }
 
 /// Whether `INCRPIPE_REFERENCE_OPS` asks for burn's reference ops (read once per process).

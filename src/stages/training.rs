@@ -156,9 +156,13 @@ fn sources() -> &'static [&'static str] {
         include_str!("../engine/settings.rs"),
         include_str!("../engine/termination.rs"),
         include_str!("../engine/train.rs"),
+        include_str!("../engine/kernels/mod.rs"),
+        include_str!("../engine/kernels/batchnorm.rs"),
+        include_str!("../engine/kernels/conv.rs"),
+        include_str!("../engine/kernels/flex.rs"),
+        include_str!("../engine/kernels/gemm.rs"),
         include_str!("../engine/model/mod.rs"),
         include_str!("../engine/model/net.rs"),
-        include_str!("../engine/model/norm.rs"),
         include_str!("../engine/model/spec.rs"),
     ]
 }
@@ -190,7 +194,7 @@ impl StageKind for Incremental {
         "incremental"
     }
     fn version(&self) -> u32 {
-        2
+        3
     }
     fn params(&self) -> &'static [ParamDecl] {
         PARAMS.as_slice()
@@ -348,9 +352,9 @@ macro_rules! chain_kind {
     };
 }
 
-chain_kind!(TrainStage, "train-stage", Step::Train, 2);
-chain_kind!(LookAhead, "look-ahead", Step::LookAhead, 2);
-chain_kind!(TrainBaseline, "train", Step::Train, 2);
+chain_kind!(TrainStage, "train-stage", Step::Train, 3);
+chain_kind!(LookAhead, "look-ahead", Step::LookAhead, 3);
+chain_kind!(TrainBaseline, "train", Step::Train, 3);
 
 /// Inputs common to every chain stage.
 struct Loaded {
@@ -518,7 +522,7 @@ impl StageKind for Augment {
         "augment"
     }
     fn version(&self) -> u32 {
-        1
+        2
     }
     fn params(&self) -> &'static [ParamDecl] {
         AUGMENT_PARAMS
@@ -581,7 +585,7 @@ impl StageKind for Evaluate {
         "evaluate"
     }
     fn version(&self) -> u32 {
-        2
+        3
     }
     fn params(&self) -> &'static [ParamDecl] {
         PARAMS.as_slice()

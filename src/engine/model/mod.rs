@@ -6,7 +6,6 @@
 
 pub mod describe;
 pub mod net;
-pub mod norm;
 pub mod spec;
 
 pub use net::{Act, BasicBlock, Classifier, ConvBn, Dense, Net, SubNet, Unit};

@@ -1,6 +1,7 @@
 //! burn modules of the networks and their seeded He initialisation.
 
 use super::spec::{Feat, NetSpec, UnitKind, UnitSpec};
+use crate::engine::kernels;
 use crate::engine::rng;
 use burn::module::{Module, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
@@ -95,12 +96,13 @@ fn dense<B: Backend>(r: &mut ChaCha8Rng, din: usize, dout: usize, device: &B::De
     lin
 }
 
-/// BatchNorm of a feature map: the CPU backends' broadcast-friendly formulation, or burn-nn's.
-fn bn_forward<B: Backend>(bn: &BatchNorm<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
-    if crate::engine::backend::fast_batch_norm::<B>() {
-        super::norm::batch_norm_forward(bn, x)
-    } else {
-        bn.forward(x)
+/// BatchNorm of a feature map, then ReLU when `relu`: one fused kernel on the CPU backend
+/// (crate::engine::kernels), burn-nn's `BatchNorm` elsewhere.
+fn bn_forward<B: Backend>(bn: &BatchNorm<B>, x: Tensor<B, 4>, relu: bool) -> Tensor<B, 4> {
+    match kernels::batch_norm(bn, x, relu) {
+        Ok(y) => y,
+        Err(x) if relu => burn::tensor::activation::relu(bn.forward(x)),
+        Err(x) => bn.forward(x),
     }
 }
 
@@ -113,7 +115,7 @@ pub struct ConvBn<B: Backend> {
 
 impl<B: Backend> ConvBn<B> {
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        burn::tensor::activation::relu(bn_forward(&self.bn, self.conv.forward(x)))
+        bn_forward(&self.bn, kernels::conv2d(&self.conv, x), true)
     }
 }
 
@@ -131,9 +133,8 @@ pub struct BasicBlock<B: Backend> {
 
 impl<B: Backend> BasicBlock<B> {
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        let y =
-            burn::tensor::activation::relu(bn_forward(&self.bn1, self.conv1.forward(x.clone())));
-        let y = bn_forward(&self.bn2, self.conv2.forward(y));
+        let y = bn_forward(&self.bn1, kernels::conv2d(&self.conv1, x.clone()), true);
+        let y = bn_forward(&self.bn2, kernels::conv2d(&self.conv2, y), false);
         let mut sc = if self.stride > 1 {
             // A 1x1 average pool with stride 2 picks every other pixel: subsampling.
             burn::tensor::module::avg_pool2d(

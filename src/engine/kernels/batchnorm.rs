@@ -1,0 +1,189 @@
+//! BatchNorm over `[N, C, L]` activations (L = H * W), optionally followed by ReLU, forward
+//! and backward in one pass each on plain `f32` slices.
+//!
+//! Same maths as burn-nn 0.21's `BatchNorm` in training mode: batch mean, biased batch variance,
+//! `epsilon` inside the square root. Burn computes this as ~12 broadcast tensor ops (each with
+//! its own autodiff node, temporary tensor and, on Flex without SIMD, a scalar strided walk);
+//! here it is two reads of the input forward and two reads of the gradient backward.
+//!
+//! Determinism: statistics are per channel, each summed by one thread in a fixed order
+//! ([`super::sum`] per row, rows added in f64); the element-wise passes have no sums.
+
+use super::sum;
+use rayon::prelude::*;
+
+/// Shapes: `n` samples, `c` channels, `l` values per channel and sample.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BnGeom {
+    pub n: usize,
+    pub c: usize,
+    pub l: usize,
+}
+
+impl BnGeom {
+    fn count(&self) -> f64 {
+        (self.n * self.l) as f64
+    }
+    fn len(&self) -> usize {
+        self.n * self.c * self.l
+    }
+    /// The `l` values of sample `i`, channel `ch`.
+    fn row<'a>(&self, t: &'a [f32], i: usize, ch: usize) -> &'a [f32] {
+        let start = (i * self.c + ch) * self.l;
+        &t[start..start + self.l]
+    }
+}
+
+/// Batch statistics of each channel.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BnStats {
+    pub mean: Vec<f32>,
+    /// Biased (divided by N * L), as burn-nn.
+    pub var: Vec<f32>,
+    /// 1 / sqrt(var + epsilon).
+    pub inv_std: Vec<f32>,
+}
+
+/// Per-channel mean and biased variance (two passes: the variance of the centred values).
+pub fn stats(g: &BnGeom, x: &[f32], epsilon: f64) -> BnStats {
+    assert_eq!(x.len(), g.len(), "batch-norm input has the wrong length");
+    let per: Vec<(f32, f32, f32)> = (0..g.c)
+        .into_par_iter()
+        .map(|ch| {
+            let total: f64 = (0..g.n).map(|i| sum(g.row(x, i, ch)) as f64).sum();
+            let mean = (total / g.count()) as f32;
+            let sq: f64 = (0..g.n)
+                .map(|i| sum_sq_centred(g.row(x, i, ch), mean) as f64)
+                .sum();
+            let var = sq / g.count();
+            (mean, var as f32, (1.0 / (var + epsilon).sqrt()) as f32)
+        })
+        .collect();
+    BnStats {
+        mean: per.iter().map(|s| s.0).collect(),
+        var: per.iter().map(|s| s.1).collect(),
+        inv_std: per.iter().map(|s| s.2).collect(),
+    }
+}
+
+/// `y = x * scale[c] + shift[c]`, then `max(y, 0)` when `relu`.
+pub fn affine(g: &BnGeom, x: &[f32], scale: &[f32], shift: &[f32], relu: bool) -> Vec<f32> {
+    assert_eq!(x.len(), g.len(), "batch-norm input has the wrong length");
+    let mut y = vec![0f32; g.len()];
+    y.par_chunks_mut(g.l)
+        .zip(x.par_chunks(g.l))
+        .enumerate()
+        .for_each(|(r, (yr, xr))| {
+            let (a, b) = (scale[r % g.c], shift[r % g.c]);
+            if relu {
+                yr.iter_mut()
+                    .zip(xr)
+                    .for_each(|(y, x)| *y = (x * a + b).max(0.0));
+            } else {
+                yr.iter_mut().zip(xr).for_each(|(y, x)| *y = x * a + b);
+            }
+        });
+    y
+}
+
+/// Scale and shift that normalise with `mean`/`inv_std` and then apply `gamma`/`beta`.
+pub fn scale_shift(
+    mean: &[f32],
+    inv_std: &[f32],
+    gamma: &[f32],
+    beta: &[f32],
+) -> (Vec<f32>, Vec<f32>) {
+    let scale: Vec<f32> = gamma.iter().zip(inv_std).map(|(g, s)| g * s).collect();
+    let shift = beta
+        .iter()
+        .zip(mean)
+        .zip(&scale)
+        .map(|((b, m), s)| b - m * s)
+        .collect();
+    (scale, shift)
+}
+
+/// Gradients of the training-mode BatchNorm (+ ReLU when `y` is given: the forward's output,
+/// whose zeros mark where ReLU cut): `(dx, dgamma, dbeta)`.
+pub fn backward(
+    g: &BnGeom,
+    x: &[f32],
+    y_relu: Option<&[f32]>,
+    dy: &[f32],
+    stats: &BnStats,
+    gamma: &[f32],
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    assert_eq!(
+        dy.len(),
+        g.len(),
+        "batch-norm gradient has the wrong length"
+    );
+    // dz: the gradient after the ReLU mask (burn's relu_backward: zero where y <= 0).
+    let dz_row = |i: usize, ch: usize, out: &mut [f32]| {
+        let d = g.row(dy, i, ch);
+        match y_relu {
+            Some(y) => {
+                for ((o, d), y) in out.iter_mut().zip(d).zip(g.row(y, i, ch)) {
+                    *o = if *y <= 0.0 { 0.0 } else { *d };
+                }
+            }
+            None => out.copy_from_slice(d),
+        }
+    };
+    // Per channel: sum of dz and of dz * x_hat.
+    let sums: Vec<(f32, f32)> = (0..g.c)
+        .into_par_iter()
+        .map_init(
+            || vec![0f32; g.l],
+            |dz, ch| {
+                let (m, s) = (stats.mean[ch], stats.inv_std[ch]);
+                let (mut sd, mut sdx) = (0f64, 0f64);
+                for i in 0..g.n {
+                    dz_row(i, ch, dz);
+                    let (mut a, mut b) = ([0f32; 8], [0f32; 8]);
+                    for (j, (d, x)) in dz.iter().zip(g.row(x, i, ch)).enumerate() {
+                        a[j % 8] += d;
+                        b[j % 8] += d * ((x - m) * s);
+                    }
+                    sd += a.iter().map(|v| *v as f64).sum::<f64>();
+                    sdx += b.iter().map(|v| *v as f64).sum::<f64>();
+                }
+                (sd as f32, sdx as f32)
+            },
+        )
+        .collect();
+    let dbeta: Vec<f32> = sums.iter().map(|s| s.0).collect();
+    let dgamma: Vec<f32> = sums.iter().map(|s| s.1).collect();
+    let count = g.count() as f32;
+    let mut dx = vec![0f32; g.len()];
+    dx.par_chunks_mut(g.l).enumerate().for_each(|(r, dxr)| {
+        let (i, ch) = (r / g.c, r % g.c);
+        let (m, s) = (stats.mean[ch], stats.inv_std[ch]);
+        let k = gamma[ch] * s;
+        let (mdb, mdg) = (dbeta[ch] / count, dgamma[ch] / count);
+        dz_row(i, ch, dxr);
+        for (d, x) in dxr.iter_mut().zip(g.row(x, i, ch)) {
+            let xh = (x - m) * s;
+            *d = k * (*d - mdb - xh * mdg);
+        }
+    });
+    (dx, dgamma, dbeta)
+}
+
+/// Sum of `(v - mean)^2` in 8 independent lanes (vectorisable, fixed order).
+fn sum_sq_centred(v: &[f32], mean: f32) -> f32 {
+    let mut acc = [0f32; 8];
+    let chunks = v.chunks_exact(8);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for (a, x) in acc.iter_mut().zip(c) {
+            let d = x - mean;
+            *a += d * d;
+        }
+    }
+    for (a, x) in acc.iter_mut().zip(rest) {
+        let d = x - mean;
+        *a += d * d;
+    }
+    acc.iter().sum()
+}

@@ -1,0 +1,234 @@
+//! The kernels bound to burn Flex tensors: custom autodiff operations on `Autodiff<Flex>`
+//! (burn-autodiff's `Backward` trait) and plain forward ops on `Flex`.
+
+use super::batchnorm::{self, BnGeom, BnStats};
+use super::conv::{self, ConvGeom};
+use super::profile::{Op, timed};
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::flex::FlexTensor;
+use burn::prelude::*;
+use burn::tensor::TensorPrimitive;
+
+pub type Plain = crate::engine::backend::CpuBackend;
+pub type Ad = crate::engine::backend::CpuTrainBackend;
+
+/// The values of a float tensor, contiguous (a copy only when it is a strided view).
+fn contiguous(t: &FlexTensor) -> FlexTensor {
+    t.to_contiguous()
+}
+
+fn values(t: &FlexTensor) -> &[f32] {
+    t.as_slice::<f32>().expect("a contiguous f32 tensor")
+}
+
+fn tensor(v: Vec<f32>, shape: Vec<usize>) -> FlexTensor {
+    FlexTensor::from_data(TensorData::new(v, shape))
+}
+
+fn primitive<B: Backend, const D: usize>(t: Tensor<B, D>) -> B::FloatTensorPrimitive {
+    t.into_primitive().tensor()
+}
+
+fn wrap<B: Backend, const D: usize>(t: B::FloatTensorPrimitive) -> Tensor<B, D> {
+    Tensor::from_primitive(TensorPrimitive::Float(t))
+}
+
+fn conv_forward(
+    g: &ConvGeom,
+    x: &FlexTensor,
+    w: &FlexTensor,
+    b: Option<&FlexTensor>,
+) -> FlexTensor {
+    timed(Op::ConvForward, || {
+        let (x, w) = (contiguous(x), contiguous(w));
+        let b = b.map(contiguous);
+        let mut y = vec![0f32; g.n * g.out_len()];
+        conv::forward(g, values(&x), values(&w), b.as_ref().map(values), &mut y);
+        tensor(y, vec![g.n, g.cout, g.ho, g.wo])
+    })
+}
+
+/// Inference convolution on plain Flex tensors.
+pub fn conv2d(
+    g: &ConvGeom,
+    x: Tensor<Plain, 4>,
+    w: Tensor<Plain, 4>,
+    b: Option<Tensor<Plain, 1>>,
+) -> Tensor<Plain, 4> {
+    let b = b.map(primitive);
+    wrap(conv_forward(g, &primitive(x), &primitive(w), b.as_ref()))
+}
+
+#[derive(Debug)]
+struct ConvBackward;
+
+impl Backward<Plain, 3> for ConvBackward {
+    /// Input, weight, geometry.
+    type State = (FlexTensor, FlexTensor, ConvGeom);
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [node_x, node_w, node_b] = ops.parents;
+        let dy = contiguous(&grads.consume::<Plain>(&ops.node));
+        let (x, w, g) = ops.state;
+        if let Some(node) = node_x {
+            let dx = timed(Op::ConvBackwardInput, || {
+                let w = contiguous(&w);
+                let mut dx = vec![0f32; g.n * g.in_len()];
+                conv::backward_input(&g, values(&dy), values(&w), &mut dx);
+                dx
+            });
+            grads.register::<Plain>(node.id, tensor(dx, vec![g.n, g.cin, g.h, g.w]));
+        }
+        if node_w.is_some() || node_b.is_some() {
+            let (dw, db) = timed(Op::ConvBackwardWeight, || {
+                conv::backward_weight(&g, values(&contiguous(&x)), values(&dy))
+            });
+            if let Some(node) = node_w {
+                grads.register::<Plain>(node.id, tensor(dw, vec![g.cout, g.cin, g.kh, g.kw]));
+            }
+            if let Some(node) = node_b {
+                grads.register::<Plain>(node.id, tensor(db, vec![g.cout]));
+            }
+        }
+    }
+}
+
+/// Training convolution: one autodiff node whose backward runs the two gradient kernels.
+pub fn conv2d_ad(
+    g: &ConvGeom,
+    x: Tensor<Ad, 4>,
+    w: Tensor<Ad, 4>,
+    b: Option<Tensor<Ad, 1>>,
+) -> Tensor<Ad, 4> {
+    let has_bias = b.is_some();
+    // Without a bias, an untracked zero vector stands in as the third parent (no gradient is
+    // computed for it, and the forward skips it).
+    let b = b.unwrap_or_else(|| Tensor::zeros([g.cout], &x.device()));
+    let (x, w, b) = (primitive(x), primitive(w), primitive(b));
+    let bias = has_bias.then_some(&b.primitive);
+    let out = match ConvBackward
+        .prepare::<NoCheckpointing>([x.node.clone(), w.node.clone(), b.node.clone()])
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => {
+            let y = conv_forward(g, &x.primitive, &w.primitive, bias);
+            prep.finish((x.primitive.clone(), w.primitive.clone(), *g), y)
+        }
+        OpsKind::UnTracked(prep) => prep.finish(conv_forward(g, &x.primitive, &w.primitive, bias)),
+    };
+    wrap(out)
+}
+
+#[derive(Debug)]
+struct BatchNormBackward;
+
+#[derive(Debug, Clone)]
+struct BnState {
+    x: FlexTensor,
+    /// The output, kept when ReLU was fused (its zeros are the mask).
+    y_relu: Option<FlexTensor>,
+    stats: BnStats,
+    gamma: Vec<f32>,
+    geom: BnGeom,
+}
+
+impl Backward<Plain, 3> for BatchNormBackward {
+    type State = BnState;
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [node_x, node_gamma, node_beta] = ops.parents;
+        let dy = contiguous(&grads.consume::<Plain>(&ops.node));
+        let s = ops.state;
+        let g = s.geom;
+        let (dx, dgamma, dbeta) = timed(Op::BatchNormBackward, || {
+            let y = s.y_relu.as_ref().map(contiguous);
+            batchnorm::backward(
+                &g,
+                values(&contiguous(&s.x)),
+                y.as_ref().map(values),
+                values(&dy),
+                &s.stats,
+                &s.gamma,
+            )
+        });
+        if let Some(node) = node_x {
+            grads.register::<Plain>(node.id, tensor(dx, vec![g.n, g.c, g.l]));
+        }
+        if let Some(node) = node_gamma {
+            grads.register::<Plain>(node.id, tensor(dgamma, vec![g.c]));
+        }
+        if let Some(node) = node_beta {
+            grads.register::<Plain>(node.id, tensor(dbeta, vec![g.c]));
+        }
+    }
+}
+
+/// Training-mode BatchNorm (+ ReLU) as one autodiff node; also returns the batch statistics
+/// for the running averages.
+pub fn batch_norm_train_ad(
+    x: Tensor<Ad, 4>,
+    gamma: Tensor<Ad, 1>,
+    beta: Tensor<Ad, 1>,
+    epsilon: f64,
+    relu: bool,
+) -> (Tensor<Ad, 4>, BnStats) {
+    let [n, c, h, w] = x.dims();
+    let geom = BnGeom { n, c, l: h * w };
+    // The kernels see [N, C, H*W]; the gradient of x is registered in that shape and
+    // reshaped back by the reshape's own autodiff node.
+    let x = primitive(x.reshape([n, c, h * w]));
+    let (gamma, beta) = (primitive(gamma), primitive(beta));
+    let (gv, bv) = (contiguous(&gamma.primitive), contiguous(&beta.primitive));
+    let (gv, bv) = (values(&gv).to_vec(), values(&bv).to_vec());
+    let xc = contiguous(&x.primitive);
+    let (y, stats) = timed(Op::BatchNormForward, || {
+        let stats = batchnorm::stats(&geom, values(&xc), epsilon);
+        let (scale, shift) = batchnorm::scale_shift(&stats.mean, &stats.inv_std, &gv, &bv);
+        let y = batchnorm::affine(&geom, values(&xc), &scale, &shift, relu);
+        (tensor(y, vec![n, c, h * w]), stats)
+    });
+    let out = match BatchNormBackward
+        .prepare::<NoCheckpointing>([x.node.clone(), gamma.node.clone(), beta.node.clone()])
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => {
+            let state = BnState {
+                x: xc,
+                y_relu: relu.then(|| y.clone()),
+                stats: stats.clone(),
+                gamma: gv,
+                geom,
+            };
+            prep.finish(state, y)
+        }
+        OpsKind::UnTracked(prep) => prep.finish(y),
+    };
+    (wrap::<Ad, 3>(out).reshape([n, c, h, w]), stats)
+}
+
+/// Inference-mode BatchNorm (+ ReLU) with the running statistics, on plain Flex tensors.
+pub fn batch_norm_infer(
+    x: Tensor<Plain, 4>,
+    gamma: &[f32],
+    beta: &[f32],
+    running_mean: &[f32],
+    running_var: &[f32],
+    epsilon: f64,
+    relu: bool,
+) -> Tensor<Plain, 4> {
+    let [n, c, h, w] = x.dims();
+    let geom = BnGeom { n, c, l: h * w };
+    let inv_std: Vec<f32> = running_var
+        .iter()
+        .map(|v| (1.0 / (*v as f64 + epsilon).sqrt()) as f32)
+        .collect();
+    let (scale, shift) = batchnorm::scale_shift(running_mean, &inv_std, gamma, beta);
+    let x = contiguous(&primitive(x));
+    let y = batchnorm::affine(&geom, values(&x), &scale, &shift, relu);
+    wrap(tensor(y, vec![n, c, h, w]))
+}

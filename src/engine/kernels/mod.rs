@@ -1,0 +1,181 @@
+//! Hand-written CPU kernels for the two operations that dominate a training step on burn Flex:
+//! 2-D convolution (forward and both backward passes) and BatchNorm (+ ReLU), each a single
+//! custom autodiff operation instead of a graph of generic tensor ops. See docs/performance.md
+//! for the profile that chose them and the figures they give.
+//!
+//! The network code stays plain burn: it calls [`conv2d`] and [`batch_norm`], which run the
+//! kernels when the tensors live on the CPU backend (plain or autodiff) and fall back to burn's
+//! own ops on any other backend (the GPU path is untouched) or when `INCRPIPE_REFERENCE_OPS=1`.
+//! The backend is recognised by a checked downcast of the tensor value, so no generic bound
+//! has to be threaded through the model.
+//!
+//! Every kernel is deterministic: the same inputs give the same bits, whatever the number of
+//! threads (sums are split by data, never by thread). Tests against burn's reference ops:
+//! tests/engine_kernels.rs.
+
+pub mod batchnorm;
+pub mod conv;
+mod flex;
+mod gemm;
+pub mod profile;
+
+use burn::module::Param;
+use burn::nn::BatchNorm;
+use burn::nn::PaddingConfig2d;
+use burn::nn::conv::Conv2d;
+use burn::prelude::*;
+use std::any::Any;
+use std::cell::Cell;
+
+/// Whether the kernels may replace burn's ops (`INCRPIPE_REFERENCE_OPS=1` switches them off,
+/// for A/B benchmarks and the reference side of tests).
+pub fn enabled() -> bool {
+    !crate::engine::backend::reference_ops() && !FORCE_REFERENCE.with(Cell::get)
+}
+
+thread_local! {
+    static FORCE_REFERENCE: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs `f` with burn's reference ops on this thread (for side-by-side comparisons in one
+/// process; `INCRPIPE_REFERENCE_OPS` is read once per process).
+pub fn with_reference_ops<R>(f: impl FnOnce() -> R) -> R {
+    let before = FORCE_REFERENCE.with(|c| c.replace(true));
+    let r = f();
+    FORCE_REFERENCE.with(|c| c.set(before));
+    r
+}
+
+/// `value` as a `U` when `T` is `U`, otherwise `value` back. Safe, allocation-free downcast.
+fn cast<T: 'static, U: 'static>(value: T) -> Result<U, T> {
+    let mut slot = Some(value);
+    match (&mut slot as &mut dyn Any).downcast_mut::<Option<U>>() {
+        Some(u) => Ok(u.take().expect("slot is full")),
+        None => Err(slot.expect("slot is full")),
+    }
+}
+
+/// [`cast`] where the type is known to match: a module's tensors share one backend.
+fn same<T: 'static, U: 'static>(value: T) -> U {
+    cast(value).unwrap_or_else(|_| unreachable!("a module's tensors share one backend"))
+}
+
+/// `conv.forward(x)`, by the im2col + GEMM kernels on the CPU backend.
+pub fn conv2d<B: Backend>(conv: &Conv2d<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
+    let pad = match conv.padding {
+        PaddingConfig2d::Explicit(t, l, b, r) if t == b && l == r => Some([t, l]),
+        PaddingConfig2d::Valid => Some([0, 0]),
+        _ => None,
+    };
+    let geom = pad.and_then(|pad| {
+        conv::ConvGeom::new(x.dims(), conv.weight.dims(), conv.stride, pad)
+            .filter(|_| conv.groups == 1 && conv.dilation == [1, 1])
+    });
+    let Some(geom) = geom.filter(|_| enabled()) else {
+        return conv.forward(x);
+    };
+    let bias = conv.bias.as_ref().map(Param::val);
+    let x = match cast::<Tensor<B, 4>, Tensor<flex::Ad, 4>>(x) {
+        Ok(x) => {
+            let w = same(conv.weight.val());
+            let b = bias.map(same);
+            return same(flex::conv2d_ad(&geom, x, w, b));
+        }
+        Err(x) => x,
+    };
+    let x = match cast::<Tensor<B, 4>, Tensor<flex::Plain, 4>>(x) {
+        Ok(x) => {
+            let w = same(conv.weight.val());
+            let b = bias.map(same);
+            return same(flex::conv2d(&geom, x, w, b));
+        }
+        Err(x) => x,
+    };
+    conv.forward(x)
+}
+
+/// `bn.forward(x)` followed by ReLU when `relu`, fused on the CPU backend. `None` when the
+/// kernels do not apply (other backends): the caller then uses its own formulation.
+/// Training or inference mode is chosen as burn does: by whether the backend records
+/// gradients. In training mode the running statistics are updated as burn-nn does.
+pub fn batch_norm<B: Backend>(
+    bn: &BatchNorm<B>,
+    x: Tensor<B, 4>,
+    relu: bool,
+) -> Result<Tensor<B, 4>, Tensor<B, 4>> {
+    if !enabled() {
+        return Err(x);
+    }
+    let x = match cast::<Tensor<B, 4>, Tensor<flex::Ad, 4>>(x) {
+        Ok(x) => {
+            let gamma = same(bn.gamma.val());
+            let beta = same(bn.beta.val());
+            let (y, stats) = flex::batch_norm_train_ad(x, gamma, beta, bn.epsilon, relu);
+            update_running(bn, &stats);
+            return Ok(same(y));
+        }
+        Err(x) => x,
+    };
+    let x = match cast::<Tensor<B, 4>, Tensor<flex::Plain, 4>>(x) {
+        Ok(x) => {
+            let vec = |t: Tensor<B, 1>| t.into_data().to_vec::<f32>().expect("f32 parameters");
+            let y = flex::batch_norm_infer(
+                x,
+                &vec(bn.gamma.val()),
+                &vec(bn.beta.val()),
+                &vec(bn.running_mean.value()),
+                &vec(bn.running_var.value()),
+                bn.epsilon,
+                relu,
+            );
+            return Ok(same(y));
+        }
+        Err(x) => x,
+    };
+    Err(x)
+}
+
+/// running = running * (1 - momentum) + batch * momentum, as burn-nn (biased batch variance).
+fn update_running<B: Backend>(bn: &BatchNorm<B>, stats: &batchnorm::BnStats) {
+    let m = bn.momentum as f32;
+    let blend = |running: Tensor<B, 1>, batch: &[f32]| {
+        let device = running.device();
+        let r = running.into_data().to_vec::<f32>().expect("f32 statistics");
+        let v: Vec<f32> = r
+            .iter()
+            .zip(batch)
+            .map(|(r, b)| r * (1.0 - m) + b * m)
+            .collect();
+        let n = v.len();
+        Tensor::<B, 1>::from_data(TensorData::new(v, [n]), &device)
+    };
+    bn.running_mean
+        .update(blend(bn.running_mean.value_sync(), &stats.mean));
+    bn.running_var
+        .update(blend(bn.running_var.value_sync(), &stats.var));
+}
+
+/// Sum of a row in 8 independent lanes: vectorisable, and in a fixed order.
+pub(crate) fn sum(v: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let chunks = v.chunks_exact(8);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for (a, x) in acc.iter_mut().zip(c) {
+            *a += x;
+        }
+    }
+    for (a, x) in acc.iter_mut().zip(rest) {
+        *a += x;
+    }
+    acc.iter().sum()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn cast_downcasts_only_to_the_same_type() {
+        assert_eq!(super::cast::<u32, u32>(7), Ok(7));
+        assert_eq!(super::cast::<u32, i32>(7), Err(7));
+    }
+}
