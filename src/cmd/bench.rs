@@ -61,6 +61,14 @@ pub fn run(what: &str, args: BenchArgs) -> anyhow::Result<()> {
         "{} {} batch {} on {}: {:.1} images/s (median step {:.4} s over {} steps)",
         r.what, r.net, r.batch, device, r.images_per_sec, r.median_step_seconds, r.steps
     );
+    let step: f64 = r.breakdown.iter().map(|b| b.1).sum();
+    for (what, secs) in &r.breakdown {
+        println!(
+            "  {what:<28} {:>8.1} ms/step {:>5.1} %",
+            secs * 1e3,
+            100.0 * secs / step.max(f64::MIN_POSITIVE)
+        );
+    }
     println!("{}", serde_json::to_string(&r)?);
     Ok(())
 }

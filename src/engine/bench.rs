@@ -1,6 +1,7 @@
 //! Throughput benchmarks on synthetic data: training steps (forward, backward, RMSProp update,
 //! L2 term included) and inference. Warm-up steps first, then the median of the timed steps.
 
+use crate::engine::kernels::profile;
 use crate::engine::model::{Net, NetSpec};
 use crate::engine::train::OptimConfig;
 use burn::module::AutodiffModule;
@@ -19,6 +20,23 @@ pub struct BenchResult {
     pub steps: usize,
     pub median_step_seconds: f64,
     pub images_per_sec: f64,
+    /// Mean seconds per timed step in each CPU kernel (crate::engine::kernels), then
+    /// "other" (everything else: element-wise ops, pooling, loss, autodiff bookkeeping,
+    /// optimiser, allocation). Kernels that did not run (GPU, `INCRPIPE_REFERENCE_OPS=1`) read 0.
+    pub breakdown: Vec<(String, f64)>,
+}
+
+/// Per-step seconds in each kernel since the profile was reset, and the rest of `times`.
+fn breakdown(times: &[f64]) -> Vec<(String, f64)> {
+    let steps = times.len().max(1) as f64;
+    let mean_step = times.iter().sum::<f64>() / steps;
+    let mut rows: Vec<(String, f64)> = profile::seconds()
+        .into_iter()
+        .map(|(op, s)| (op.name().to_string(), s / steps))
+        .collect();
+    let kernels: f64 = rows.iter().map(|r| r.1).sum();
+    rows.push(("other".into(), (mean_step - kernels).max(0.0)));
+    rows
 }
 
 fn synthetic(batch: usize) -> (Vec<f32>, Vec<i32>) {
@@ -49,6 +67,9 @@ pub fn bench_train<B: AutodiffBackend>(
     let (x, y) = synthetic(batch);
     let mut times = Vec::new();
     for i in 0..warmup + steps.max(1) {
+        if i == warmup {
+            profile::reset();
+        }
         let t0 = Instant::now();
         let xt = Tensor::<B, 4>::from_data(TensorData::new(x.clone(), [batch, 3, 32, 32]), device);
         let yt = Tensor::<B, 1, Int>::from_data(TensorData::new(y.clone(), [batch]), device);
@@ -62,6 +83,7 @@ pub fn bench_train<B: AutodiffBackend>(
             times.push(t0.elapsed().as_secs_f64());
         }
     }
+    let rows = breakdown(&times);
     let m = median(times);
     BenchResult {
         what: "train".into(),
@@ -70,6 +92,7 @@ pub fn bench_train<B: AutodiffBackend>(
         steps: steps.max(1),
         median_step_seconds: m,
         images_per_sec: batch as f64 / m,
+        breakdown: rows,
     }
 }
 
@@ -85,6 +108,9 @@ pub fn bench_infer<B: AutodiffBackend>(
     let (x, _) = synthetic(batch);
     let mut times = Vec::new();
     for i in 0..warmup + steps.max(1) {
+        if i == warmup {
+            profile::reset();
+        }
         let t0 = Instant::now();
         let xt = Tensor::<B::InnerBackend, 4>::from_data(
             TensorData::new(x.clone(), [batch, 3, 32, 32]),
@@ -95,6 +121,7 @@ pub fn bench_infer<B: AutodiffBackend>(
             times.push(t0.elapsed().as_secs_f64());
         }
     }
+    let rows = breakdown(&times);
     let m = median(times);
     BenchResult {
         what: "infer".into(),
@@ -103,5 +130,6 @@ pub fn bench_infer<B: AutodiffBackend>(
         steps: steps.max(1),
         median_step_seconds: m,
         images_per_sec: batch as f64 / m,
+        breakdown: rows,
     }
 }

@@ -140,13 +140,9 @@ pub fn backward(
                 let (mut sd, mut sdx) = (0f64, 0f64);
                 for i in 0..g.n {
                     dz_row(i, ch, dz);
-                    let (mut a, mut b) = ([0f32; 8], [0f32; 8]);
-                    for (j, (d, x)) in dz.iter().zip(g.row(x, i, ch)).enumerate() {
-                        a[j % 8] += d;
-                        b[j % 8] += d * ((x - m) * s);
-                    }
-                    sd += a.iter().map(|v| *v as f64).sum::<f64>();
-                    sdx += b.iter().map(|v| *v as f64).sum::<f64>();
+                    let (a, b) = sums_dz_xhat(dz, g.row(x, i, ch), m, s);
+                    sd += a as f64;
+                    sdx += b as f64;
                 }
                 (sd as f32, sdx as f32)
             },
@@ -168,6 +164,24 @@ pub fn backward(
         }
     });
     (dx, dgamma, dbeta)
+}
+
+/// `(sum dz, sum dz * (x - mean) * inv_std)` over a row, in 8 independent lanes.
+fn sums_dz_xhat(dz: &[f32], x: &[f32], mean: f32, inv_std: f32) -> (f32, f32) {
+    let (mut a, mut b) = ([0f32; 8], [0f32; 8]);
+    let (dc, xc) = (dz.chunks_exact(8), x.chunks_exact(8));
+    let (dr, xr) = (dc.remainder(), xc.remainder());
+    for (d8, x8) in dc.zip(xc) {
+        for l in 0..8 {
+            a[l] += d8[l];
+            b[l] += d8[l] * ((x8[l] - mean) * inv_std);
+        }
+    }
+    for (l, (d, x)) in dr.iter().zip(xr).enumerate() {
+        a[l] += d;
+        b[l] += d * ((x - mean) * inv_std);
+    }
+    (a.iter().sum(), b.iter().sum())
 }
 
 /// Sum of `(v - mean)^2` in 8 independent lanes (vectorisable, fixed order).
