@@ -126,6 +126,12 @@ enum BenchCmd {
     Infer(cmd::bench::BenchArgs),
     /// Data augmentation on one core: images/s.
     Augment(cmd::bench::BenchArgs),
+    /// The CPU kernels against burn's ops on ResNet-20's layer shapes: ms per call.
+    Kernels {
+        /// Timed calls per op (the median is reported).
+        #[arg(long, default_value_t = 5)]
+        repeats: usize,
+    },
 }
 
 fn main() -> ExitCode {
@@ -281,6 +287,7 @@ fn main() -> ExitCode {
         Cmd::Bench(BenchCmd::Train(a)) => report(cmd::bench::run("train", a)),
         Cmd::Bench(BenchCmd::Infer(a)) => report(cmd::bench::run("infer", a)),
         Cmd::Bench(BenchCmd::Augment(a)) => report(cmd::bench::run("augment", a)),
+        Cmd::Bench(BenchCmd::Kernels { repeats }) => report(cmd::bench::kernels(repeats)),
         Cmd::Bench(BenchCmd::Runner {
             width,
             layers,

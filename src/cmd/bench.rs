@@ -72,3 +72,24 @@ pub fn run(what: &str, args: BenchArgs) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string(&r)?);
     Ok(())
 }
+
+/// `incrpipe bench kernels`.
+pub fn kernels(repeats: usize) -> anyhow::Result<()> {
+    println!(
+        "{:<34} {:<28} {:>10} {:>10} {:>7} {:>8}",
+        "op", "shape", "kernel ms", "burn ms", "speedup", "GFLOP/s"
+    );
+    for t in incrpipe::engine::kernels::bench::run(repeats) {
+        println!(
+            "{:<34} {:<28} {:>10.2} {:>10.2} {:>7.2} {:>8.1}",
+            t.op,
+            t.shape,
+            t.kernel_ms,
+            t.burn_ms,
+            t.burn_ms / t.kernel_ms,
+            t.kernel_gflops
+        );
+        println!("{}", serde_json::to_string(&t)?);
+    }
+    Ok(())
+}

@@ -50,13 +50,84 @@ impl<'a> Mat<'a> {
     }
 }
 
-/// `dst (m x n, row-major) = lhs (m x k) * rhs (k x n)`, or `dst += ...` when `accumulate`.
+/// A writable strided matrix (see [`Mat`]).
+pub struct MatMut<'a> {
+    pub data: &'a mut [f32],
+    pub rows: usize,
+    pub cols: usize,
+    pub rs: usize,
+    pub cs: usize,
+}
+
+impl<'a> MatMut<'a> {
+    /// A row-major `rows x cols` matrix.
+    pub fn rows(data: &'a mut [f32], rows: usize, cols: usize) -> Self {
+        MatMut {
+            data,
+            rows,
+            cols,
+            rs: cols,
+            cs: 1,
+        }
+    }
+
+    /// Columns `start..start + cols` of a row-major matrix with `stride` columns.
+    pub fn columns(
+        data: &'a mut [f32],
+        rows: usize,
+        stride: usize,
+        start: usize,
+        cols: usize,
+    ) -> Self {
+        MatMut {
+            data: &mut data[start..],
+            rows,
+            cols,
+            rs: stride,
+            cs: 1,
+        }
+    }
+
+    fn view(&self) -> Mat<'_> {
+        Mat {
+            data: self.data,
+            rows: self.rows,
+            cols: self.cols,
+            rs: self.rs,
+            cs: self.cs,
+        }
+    }
+}
+
+impl<'a> Mat<'a> {
+    /// Columns `start..start + cols` of a row-major matrix with `stride` columns.
+    pub fn columns(data: &'a [f32], rows: usize, stride: usize, start: usize, cols: usize) -> Self {
+        Mat {
+            data: &data[start..],
+            rows,
+            cols,
+            rs: stride,
+            cs: 1,
+        }
+    }
+}
+
+/// `dst (m x n) = lhs (m x k) * rhs (k x n)`, or `dst += ...` when `accumulate`.
 /// Single-threaded: callers parallelise over independent problems, so that the order of every
 /// floating-point sum is fixed and results do not depend on the number of threads.
-pub fn matmul(dst: &mut [f32], accumulate: bool, lhs: Mat<'_>, rhs: Mat<'_>) {
+pub fn matmul(dst: MatMut<'_>, accumulate: bool, lhs: Mat<'_>, rhs: Mat<'_>) {
     let (m, k, n) = (lhs.rows, lhs.cols, rhs.cols);
     assert_eq!(rhs.rows, k, "matmul: inner dimensions differ");
-    assert_eq!(dst.len(), m * n, "matmul: destination is not {m}x{n}");
+    assert_eq!(
+        (dst.rows, dst.cols),
+        (m, n),
+        "matmul: destination is not {m}x{n}"
+    );
+    assert!(
+        dst.rs >= n * dst.cs || dst.cs >= m * dst.rs,
+        "matmul: destination elements overlap"
+    );
+    dst.view().check("matmul dst");
     lhs.check("matmul lhs");
     rhs.check("matmul rhs");
     if m == 0 || n == 0 {
@@ -64,20 +135,25 @@ pub fn matmul(dst: &mut [f32], accumulate: bool, lhs: Mat<'_>, rhs: Mat<'_>) {
     }
     if k == 0 {
         if !accumulate {
-            dst.fill(0.0);
+            for i in 0..m {
+                for j in 0..n {
+                    dst.data[i * dst.rs + j * dst.cs] = 0.0;
+                }
+            }
         }
         return;
     }
-    // SAFETY: every element the views address lies inside its slice (checked above), `dst` is
-    // exactly m x n row-major and borrowed mutably, so it cannot alias `lhs` or `rhs`.
+    // SAFETY: every element the views address lies inside its slice (checked above), the
+    // destination's elements are distinct (checked above) and `dst` is borrowed mutably, so
+    // it cannot alias `lhs` or `rhs`.
     unsafe {
         gemm::gemm(
             m,
             n,
             k,
-            dst.as_mut_ptr(),
-            1,
-            n as isize,
+            dst.data.as_mut_ptr(),
+            dst.cs as isize,
+            dst.rs as isize,
             accumulate,
             lhs.data.as_ptr(),
             lhs.cs as isize,

@@ -14,6 +14,7 @@
 //! tests/engine_kernels.rs.
 
 pub mod batchnorm;
+pub mod bench;
 pub mod conv;
 mod flex;
 mod gemm;
