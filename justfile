@@ -21,3 +21,11 @@ bench-runner:
 bench-train net="resnet20":
     cargo run --release -- bench train --net {{net}} --batch 128
     cargo run --release -- bench infer --net {{net}} --batch 500
+
+# The CPU kernels against burn's ops, per layer shape of ResNet-20.
+bench-kernels:
+    cargo run --release -- bench kernels
+
+# incrpipe against the PyTorch reference, interleaved (optional: installs PyTorch, ~5 GB).
+bench-vs-torch net="resnet20" rounds="3":
+    scripts/bench-vs-torch.sh {{net}} {{rounds}}
