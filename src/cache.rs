@@ -3,8 +3,10 @@
 //! Layout (all inside one directory so renames never cross filesystems):
 //! ```text
 //! entries/ab/<key>/meta.json     what the entry holds: key inputs, out records
-//! entries/ab/<key>/outs/<out>    the stage's outputs
-//! entries/ab/<key>/log           the stage's log
+//! entries/ab/<key>/out-<i>       the stage's i-th out (file or tree); entries
+//!                                written before layout 1 hold `outs/<out path>`
+//! entries/ab/<key>/log           the stage's log (logs/<stage>.log links to it)
+//! entries/ab/<key>/params.json   the params file the stage was given
 //! tmp/                           entries being written; renamed into entries/
 //! scratch/<key>/                 checkpoints of a stage, kept across attempts
 //! logs/<stage>.log               the latest log of each stage, for `incrpipe logs`
@@ -15,6 +17,11 @@
 //! ```
 //! An entry becomes visible only by the final rename of a complete, fsynced
 //! directory, so it is never half-written.
+//!
+//! Creating an inode is the runner's main cost per stage (ext4 scans past
+//! recently deleted inodes on every allocation), so an entry is laid out flat
+//! (no directory per out path component), and a local stage's log and params
+//! file are written straight into the entry's temporary directory.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, TryLockError};
@@ -24,7 +31,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::fsutil::{copy_hashed, remove_path, sync_dir, write_atomic, write_replace};
+use crate::fsutil::{copy_hashed, remove_path, sync_dir, write_replace, write_synced};
 use crate::hash::{FileRec, tree_hash};
 
 #[derive(Debug, thiserror::Error)]
@@ -79,7 +86,13 @@ pub struct EntryMeta {
     pub outs: Vec<OutRec>,
     pub seconds: f64,
     pub created_unix: u64,
+    /// Where the outs are stored: 0 `outs/<out path>`, 1 `out-<i>`.
+    #[serde(default)]
+    pub layout: u32,
 }
+
+/// The layout of entries written now (see [`EntryMeta::layout`]).
+pub const LAYOUT: u32 = 1;
 
 /// A stage recorded as running, so a later runner can end it if its runner died.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -198,13 +211,28 @@ impl Cache {
         seconds: f64,
     ) -> Result<EntryMeta, CacheError> {
         let tmp = self.temp_dir(key)?;
+        if let Some(log) = log {
+            let _ = fs::copy(log, tmp.join("log"));
+        }
+        self.commit_in(&tmp, key, stage, manifest, workspace, seconds)
+    }
+
+    /// Copies the workspace outs into `tmp` (a [`Cache::temp_dir`], which may
+    /// already hold the stage's log and params file), fsyncs it and renames it
+    /// into `entries/`. `tmp` is gone afterwards, whatever the outcome.
+    pub fn commit_in(
+        &self,
+        tmp: &Path,
+        key: &str,
+        stage: &str,
+        manifest: &Manifest,
+        workspace: &Path,
+        seconds: f64,
+    ) -> Result<EntryMeta, CacheError> {
         let result = (|| {
-            let outs_dir = tmp.join("outs");
             let mut outs = Vec::new();
-            for out in &manifest.outs {
-                let dst = outs_dir.join(out);
-                let parent = dst.parent().unwrap();
-                fs::create_dir_all(parent).map_err(io_at(parent))?;
+            for (i, out) in manifest.outs.iter().enumerate() {
+                let dst = tmp.join(format!("out-{i}"));
                 let files = copy_hashed(&workspace.join(out), &dst, true)
                     .map_err(io_at(&workspace.join(out)))?;
                 outs.push(OutRec {
@@ -212,9 +240,6 @@ impl Cache {
                     hash: tree_hash(&files),
                     files,
                 });
-            }
-            if let Some(log) = log {
-                let _ = fs::copy(log, tmp.join("log"));
             }
             let meta = EntryMeta {
                 key: key.to_string(),
@@ -225,15 +250,26 @@ impl Cache {
                 created_unix: std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
                     .map_or(0, |d| d.as_secs()),
+                layout: LAYOUT,
             };
+            // The directory is private until the rename: no temporary name needed.
             let meta_path = tmp.join("meta.json");
-            write_atomic(&meta_path, &serde_json::to_vec_pretty(&meta).unwrap())
+            write_synced(&meta_path, &serde_json::to_vec_pretty(&meta).unwrap())
                 .map_err(io_at(&meta_path))?;
-            sync_dir(&tmp).map_err(io_at(&tmp))?;
+            // The entry's files are fsynced (copy_hashed, write_synced); now its
+            // directory, so the rename publishes a complete entry.
+            sync_dir(tmp).map_err(io_at(tmp))?;
             let dst = self.entry_dir(key);
             let parent = dst.parent().unwrap();
-            fs::create_dir_all(parent).map_err(io_at(parent))?;
-            match fs::rename(&tmp, &dst) {
+            if let Err(e) = fs::create_dir(parent)
+                && e.kind() != io::ErrorKind::AlreadyExists
+            {
+                return Err(CacheError::Io {
+                    path: parent.to_path_buf(),
+                    source: e,
+                });
+            }
+            match fs::rename(tmp, &dst) {
                 Ok(()) => {}
                 // Another runner committed the same key first; its entry is as good as ours.
                 Err(e) if dst.join("meta.json").exists() => drop(e),
@@ -247,8 +283,17 @@ impl Cache {
             sync_dir(parent).map_err(io_at(parent))?;
             Ok(meta)
         })();
-        let _ = remove_path(&tmp);
+        let _ = remove_path(tmp);
         result
+    }
+
+    /// Where an entry stores its `i`-th out.
+    pub fn out_path(&self, meta: &EntryMeta, i: usize) -> PathBuf {
+        let entry = self.entry_dir(&meta.key);
+        match meta.layout {
+            0 => entry.join("outs").join(&meta.outs[i].path),
+            _ => entry.join(format!("out-{i}")),
+        }
     }
 
     /// Copies an entry's outs into the workspace, re-hashing everything it reads.
@@ -259,7 +304,6 @@ impl Cache {
         workspace: &Path,
         only: Option<&[usize]>,
     ) -> Result<(), CacheError> {
-        let entry = self.entry_dir(&meta.key);
         for (i, out) in meta.outs.iter().enumerate() {
             if only.is_some_and(|o| !o.contains(&i)) {
                 continue;
@@ -273,7 +317,7 @@ impl Cache {
                 dst.file_name().unwrap().to_string_lossy()
             ));
             let _ = remove_path(&staging);
-            let copied = copy_hashed(&entry.join("outs").join(&out.path), &staging, false);
+            let copied = copy_hashed(&self.out_path(meta, i), &staging, false);
             let ok = matches!(&copied, Ok(files) if *files == out.files);
             if !ok {
                 let _ = remove_path(&staging);
@@ -295,10 +339,9 @@ impl Cache {
 
     /// Re-hashes an entry completely; `Err` describes the first problem.
     pub fn verify_entry(&self, meta: &EntryMeta) -> Result<(), String> {
-        let entry = self.entry_dir(&meta.key);
-        for out in &meta.outs {
+        for (i, out) in meta.outs.iter().enumerate() {
             let mut sc = crate::hash::StatCache::default();
-            match sc.records(&entry.join("outs").join(&out.path)) {
+            match sc.records(&self.out_path(meta, i)) {
                 Ok(files) if files == out.files => {}
                 Ok(_) => {
                     return Err(format!(
@@ -345,8 +388,8 @@ impl Cache {
         serde_json::from_slice::<(String, Manifest)>(&bytes).ok()
     }
 
-    /// Remembers the inputs of a stage's current key (for `status`). The key
-    /// alone is kept beside them, so the common case (unchanged) reads 64 bytes.
+    /// Remembers the inputs of a stage's current key (for `status`). The file
+    /// starts with the key, so the common case (unchanged) reads 67 bytes.
     pub fn record_last(
         &self,
         stage: &str,
@@ -354,13 +397,18 @@ impl Cache {
         manifest: &Manifest,
     ) -> Result<(), CacheError> {
         let p = self.last_path(stage);
-        let key_path = p.with_extension("key");
-        if fs::read(&key_path).is_ok_and(|k| k == key.as_bytes()) {
+        let bytes = serde_json::to_vec(&(key, manifest)).unwrap();
+        let head = &bytes[..bytes.len().min(key.len() + 3)];
+        let mut buf = vec![0u8; head.len()];
+        if File::open(&p)
+            .and_then(|mut f| io::Read::read_exact(&mut f, &mut buf))
+            .is_ok()
+            && buf == head
+        {
             return Ok(());
         }
         // Losing these to a crash only costs a less precise `status`: no fsync.
-        write_replace(&p, &serde_json::to_vec(&(key, manifest)).unwrap()).map_err(io_at(&p))?;
-        write_replace(&key_path, key.as_bytes()).map_err(io_at(&key_path))
+        write_replace(&p, &bytes).map_err(io_at(&p))
     }
 
     fn last_path(&self, stage: &str) -> PathBuf {
@@ -380,8 +428,36 @@ impl Cache {
     pub fn write_running(&self, recs: &[RunningRec]) -> Result<(), CacheError> {
         // Not fsynced: after a power loss the stages it lists are gone anyway.
         let p = self.root.join("state/running.json");
-        write_replace(&p, &serde_json::to_vec(recs).unwrap()).map_err(io_at(&p))
+        let data = serde_json::to_vec(recs).unwrap();
+        write_in_place(&p, &data).map_err(io_at(&p))
     }
+}
+
+/// Overwrites a small bookkeeping file in place, without creating (and
+/// deleting) an inode per write as a temporary file and rename would. The new
+/// content is padded with spaces (JSON whitespace) to the file's length and
+/// written with one `pwrite` at offset 0; up to one page, that write lands
+/// whole or not at all even if the process is killed, so a reader never sees
+/// a mix. Larger contents, and an empty list (which also shrinks the file),
+/// go through [`write_replace`].
+fn write_in_place(path: &Path, data: &[u8]) -> io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    const PAGE: usize = 4096;
+    if data.len() <= PAGE && data != b"[]" {
+        match File::options().write(true).open(path) {
+            Ok(f) => {
+                let len = f.metadata()?.len() as usize;
+                if len <= PAGE {
+                    let mut buf = data.to_vec();
+                    buf.resize(len.max(data.len()), b' ');
+                    return f.write_all_at(&buf, 0);
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    write_replace(path, data)
 }
 
 /// A stage name as a file name.
@@ -401,5 +477,77 @@ pub fn sanitize(name: &str) -> String {
         s
     } else {
         format!("{s}-{}", &blake3::hash(name.as_bytes()).to_hex()[..8])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manifest(outs: &[&str]) -> Manifest {
+        Manifest {
+            action: "cmd:x".into(),
+            params: BTreeMap::new(),
+            matrix: BTreeMap::new(),
+            deps: BTreeMap::new(),
+            outs: outs.iter().map(|s| s.to_string()).collect(),
+            env: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn entries_of_the_old_layout_still_restore_and_verify() {
+        let dir = tempfile::tempdir().unwrap();
+        let ws = dir.path().join("ws");
+        fs::create_dir_all(ws.join("a/b")).unwrap();
+        fs::write(ws.join("a/b/f"), "data").unwrap();
+        let cache = Cache::open(&dir.path().join("cache")).unwrap();
+        let m = manifest(&["a/b/f"]);
+        let key = m.key();
+        let meta = cache.commit(&key, "s", &m, &ws, None, 0.0).unwrap();
+        assert_eq!(meta.layout, LAYOUT);
+        assert!(cache.entry_dir(&key).join("out-0").is_file());
+        // Turn it into an entry as written before layout 1.
+        let e = cache.entry_dir(&key);
+        fs::create_dir_all(e.join("outs/a/b")).unwrap();
+        fs::rename(e.join("out-0"), e.join("outs/a/b/f")).unwrap();
+        let mut old: serde_json::Value =
+            serde_json::from_slice(&fs::read(e.join("meta.json")).unwrap()).unwrap();
+        old.as_object_mut().unwrap().remove("layout");
+        fs::write(e.join("meta.json"), serde_json::to_vec(&old).unwrap()).unwrap();
+        let meta = cache.lookup(&key).unwrap();
+        assert_eq!(meta.layout, 0);
+        cache.verify_entry(&meta).unwrap();
+        fs::remove_file(ws.join("a/b/f")).unwrap();
+        cache.restore(&meta, &ws, None).unwrap();
+        assert_eq!(fs::read_to_string(ws.join("a/b/f")).unwrap(), "data");
+    }
+
+    #[test]
+    fn running_records_are_rewritten_in_place_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::open(dir.path()).unwrap();
+        let rec = |n: usize| RunningRec {
+            stage: "s".repeat(n),
+            pgid: 7,
+            start_ticks: 9,
+        };
+        cache.write_running(&[rec(1), rec(30)]).unwrap();
+        let p = dir.path().join("state/running.json");
+        let ino = std::os::unix::fs::MetadataExt::ino(&fs::metadata(&p).unwrap());
+        // Shorter content: padded, still one valid document, same file.
+        cache.write_running(&[rec(2)]).unwrap();
+        assert_eq!(cache.read_running(), vec![rec(2)]);
+        assert_eq!(
+            std::os::unix::fs::MetadataExt::ino(&fs::metadata(&p).unwrap()),
+            ino
+        );
+        // Longer than a page: replaced through a temporary file.
+        let many: Vec<_> = (0..200).map(|_| rec(40)).collect();
+        cache.write_running(&many).unwrap();
+        assert_eq!(cache.read_running(), many);
+        cache.write_running(&[]).unwrap();
+        assert_eq!(cache.read_running(), vec![]);
+        assert!(fs::metadata(&p).unwrap().len() <= 2);
     }
 }

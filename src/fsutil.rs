@@ -26,6 +26,14 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
     sync_dir(dir)
 }
 
+/// Writes a new file `path` (which must not exist) and fsyncs it; the
+/// directory entry is the caller's to sync.
+pub fn write_synced(path: &Path, data: &[u8]) -> io::Result<()> {
+    let mut f = OpenOptions::new().write(true).create_new(true).open(path)?;
+    f.write_all(data)?;
+    f.sync_all()
+}
+
 /// Replaces `path` atomically (temporary file + rename) without fsync: for
 /// bookkeeping that a crash may lose but must never leave half-written.
 pub fn write_replace(path: &Path, data: &[u8]) -> io::Result<()> {

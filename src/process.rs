@@ -4,16 +4,15 @@
 use std::fs::File;
 use std::io;
 use std::os::unix::process::CommandExt;
-use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
 /// Spawns `cmd` in its own process group with stdout and stderr to `log`.
 /// The child gets SIGKILL when the spawning thread's process dies
 /// (PR_SET_PDEATHSIG), so no stage outlives a killed runner unnoticed; its own
 /// children are ended by the next runner through the recorded process group.
-pub fn spawn(mut cmd: Command, log: &Path) -> io::Result<Child> {
-    let out = File::create(log)?;
-    let err = out.try_clone()?;
+pub fn spawn(mut cmd: Command, log: File) -> io::Result<Child> {
+    let err = log.try_clone()?;
+    let out = log;
     cmd.stdin(Stdio::null()).stdout(out).stderr(err);
     let parent = std::process::id() as libc::pid_t;
     // SAFETY: only async-signal-safe libc calls between fork and exec.

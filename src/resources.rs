@@ -56,6 +56,12 @@ impl Pool {
         cpus.clamp(1, self.cpus_total)
     }
 
+    /// Whether [`Pool::take`] would succeed now.
+    pub fn fits(&self, cpus: u32, gpus: u32) -> bool {
+        self.clamp_cpus(cpus) <= self.cpus_free
+            && self.gpus.iter().filter(|g| !g.1).count() >= gpus as usize
+    }
+
     /// Reserves `cpus` and `gpus` devices if both are free.
     pub fn take(&mut self, cpus: u32, gpus: u32) -> Option<Vec<String>> {
         let cpus = self.clamp_cpus(cpus);

@@ -135,6 +135,8 @@ struct Running {
     manifest: Manifest,
     term_sent: Option<Instant>,
     timed_out: bool,
+    /// A local stage's entry being built (its log and params file are in it).
+    entry_tmp: Option<PathBuf>,
 }
 
 pub fn run(
@@ -226,6 +228,9 @@ pub fn run(
     let mut running: BTreeMap<usize, Running> = BTreeMap::new();
     let (tx, rx) = mpsc::channel::<(usize, u32, std::io::Result<ExitStatus>)>();
     let mut stop_new = false;
+    // Ready local stages whose key missed the cache and that wait for a slot:
+    // their key is computed again (just before they start) only once one is free.
+    let mut missed: BTreeSet<usize> = BTreeSet::new();
     progress.start(wanted.len());
 
     loop {
@@ -283,6 +288,10 @@ pub fn run(
                 }
                 let node = &dag.nodes[i];
                 let name = &node.spec.name;
+                if missed.contains(&i) && !on_slurm(i) && !pool.fits(node.spec.cpus, node.spec.gpus)
+                {
+                    continue;
+                }
                 let lookup = |u: usize| match &state[u] {
                     State::Done(m) => Some((**m).clone()),
                     _ => None,
@@ -361,6 +370,7 @@ pub fn run(
                                     manifest,
                                     term_sent: None,
                                     timed_out: false,
+                                    entry_tmp: None,
                                 },
                             );
                             state[i] = State::Running;
@@ -386,11 +396,13 @@ pub fn run(
                     continue;
                 }
                 let Some(devices) = pool.take(node.spec.cpus, node.spec.gpus) else {
+                    missed.insert(i);
                     continue;
                 };
+                missed.remove(&i);
                 let cpus = pool.clamp_cpus(node.spec.cpus);
                 match launch(dag, i, &key, &manifest, &devices, cpus, cache, opts, &tx, 1) {
-                    Ok(pgid) => {
+                    Ok((pgid, entry_tmp)) => {
                         progress.started(name, &devices);
                         running.insert(
                             i,
@@ -405,6 +417,7 @@ pub fn run(
                                 manifest,
                                 term_sent: None,
                                 timed_out: false,
+                                entry_tmp: Some(entry_tmp),
                             },
                         );
                         state[i] = State::Running;
@@ -512,11 +525,21 @@ pub fn run(
                 }
                 _ => unreachable!("a stage ends the way it was started"),
             };
-            let outcome = outcome.and_then(|()| {
-                cache
+            let outcome = match (outcome, &r.entry_tmp) {
+                (Ok(()), Some(tmp)) => cache
+                    .commit_in(tmp, &r.key, name, &r.manifest, &opts.workspace, secs)
+                    .map_err(|e| format!("could not be committed to the cache: {e}")),
+                (Ok(()), None) => cache
                     .commit(&r.key, name, &r.manifest, &opts.workspace, Some(&log), secs)
-                    .map_err(|e| format!("could not be committed to the cache: {e}"))
-            });
+                    .map_err(|e| format!("could not be committed to the cache: {e}")),
+                (Err(e), tmp) => {
+                    // A failed attempt's entry never appears; its log stays in logs/.
+                    if let Some(tmp) = tmp {
+                        let _ = remove_path(tmp);
+                    }
+                    Err(e)
+                }
+            };
             let resubmit = matches!(end, Ended::Slurm(JobEnd::Resubmit(_)))
                 && r.resubmits < MAX_RESUBMITS
                 && !stop_new;
@@ -564,7 +587,7 @@ pub fn run(
                         &tx,
                         r.attempt + 1,
                     ) {
-                        Ok(pgid) => {
+                        Ok((pgid, entry_tmp)) => {
                             running.insert(
                                 i,
                                 Running {
@@ -573,6 +596,7 @@ pub fn run(
                                     attempt: r.attempt + 1,
                                     term_sent: None,
                                     timed_out: false,
+                                    entry_tmp: Some(entry_tmp),
                                     ..r
                                 },
                             );
@@ -625,9 +649,37 @@ fn launch(
     opts: &RunOptions,
     tx: &mpsc::Sender<(usize, u32, std::io::Result<ExitStatus>)>,
     attempt: u32,
+) -> std::io::Result<(i32, PathBuf)> {
+    // The entry's temporary directory is made now, and the stage's log and
+    // params file go straight into it: fewer inodes to create per stage.
+    let tmp = cache.temp_dir(key).map_err(std::io::Error::other)?;
+    match start_local(
+        dag, i, key, manifest, devices, cpus, cache, opts, tx, attempt, &tmp,
+    ) {
+        Ok(pgid) => Ok((pgid, tmp)),
+        Err(e) => {
+            let _ = remove_path(&tmp);
+            Err(e)
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn start_local(
+    dag: &Dag,
+    i: usize,
+    key: &str,
+    manifest: &Manifest,
+    devices: &[String],
+    cpus: u32,
+    cache: &Cache,
+    opts: &RunOptions,
+    tx: &mpsc::Sender<(usize, u32, std::io::Result<ExitStatus>)>,
+    attempt: u32,
+    tmp: &Path,
 ) -> std::io::Result<i32> {
     let node = &dag.nodes[i];
-    let prepared = prepare(dag, i, key, manifest, cache, opts, attempt)?;
+    let prepared = prepare(dag, i, key, manifest, cache, opts, attempt, Some(tmp))?;
     let mut cmd = Command::new(&prepared.argv[0]);
     cmd.args(&prepared.argv[1..]);
     let cuda = devices.join(",");
@@ -639,8 +691,15 @@ fn launch(
         .env("CUDA_VISIBLE_DEVICES", &cuda)
         .env("INCRPIPE_GPUS", &cuda)
         .envs(&node.spec.env);
-    let log = cache.log_path(&node.spec.name);
-    let mut child = process::spawn(cmd, &log)?;
+    let log_path = tmp.join("log");
+    let log = std::fs::File::options()
+        .write(true)
+        .create_new(true)
+        .open(&log_path)?;
+    // logs/<stage>.log is a second name of the entry's log (a link inside the
+    // cache, never one into the workspace), readable while the stage runs.
+    link_replace(&log_path, &cache.log_path(&node.spec.name))?;
+    let mut child = process::spawn(cmd, log)?;
     let pgid = child.id() as i32;
     let tx = tx.clone();
     std::thread::spawn(move || {
@@ -657,7 +716,23 @@ struct Prepared {
     env: Vec<(String, String)>,
 }
 
+/// Makes `link` a second name of `target` (both in the cache), replacing
+/// whatever `link` was, atomically.
+fn link_replace(target: &Path, link: &Path) -> std::io::Result<()> {
+    let tmp = link.with_file_name(format!(
+        ".{}.link{}",
+        link.file_name().unwrap_or_default().to_string_lossy(),
+        std::process::id()
+    ));
+    let _ = std::fs::remove_file(&tmp);
+    std::fs::hard_link(target, &tmp)?;
+    std::fs::rename(&tmp, link)
+}
+
 /// Clears a stage's outs and writes its params file and scratch directory.
+/// The params file goes into `entry_tmp` (a local stage's entry being built)
+/// if given, else into state/ (a Slurm job, which may outlive this runner).
+#[allow(clippy::too_many_arguments)]
 fn prepare(
     dag: &Dag,
     i: usize,
@@ -666,6 +741,7 @@ fn prepare(
     cache: &Cache,
     opts: &RunOptions,
     attempt: u32,
+    entry_tmp: Option<&Path>,
 ) -> std::io::Result<Prepared> {
     let node = &dag.nodes[i];
     // A stage starts from a clean slate: its declared outs are removed first.
@@ -677,12 +753,24 @@ fn prepare(
     }
     let scratch = cache.scratch_dir(key);
     std::fs::create_dir_all(&scratch)?;
-    let params_path = cache
-        .root()
-        .join("state")
-        .join(format!("params-{key}.json"));
     let params = serde_json::json!({ "stage": node.spec.name, "params": manifest.params, "matrix": manifest.matrix, "deps": node.deps.iter().map(crate::paths::WPath::key_form).collect::<Vec<_>>(), "outs": manifest.outs });
-    crate::fsutil::write_replace(&params_path, &serde_json::to_vec_pretty(&params).unwrap())?;
+    let params_bytes = serde_json::to_vec_pretty(&params).unwrap();
+    let params_path = match entry_tmp {
+        Some(tmp) => {
+            // A fresh directory of this attempt: a plain write, no temporary name.
+            let p = tmp.join("params.json");
+            std::fs::write(&p, &params_bytes)?;
+            p
+        }
+        None => {
+            let p = cache
+                .root()
+                .join("state")
+                .join(format!("params-{key}.json"));
+            crate::fsutil::write_replace(&p, &params_bytes)?;
+            p
+        }
+    };
     let argv = match &node.spec.action {
         Action::Cmd(text) => vec!["bash".into(), "-c".into(), text.clone()],
         Action::Builtin { kind, .. } => vec![
@@ -721,7 +809,7 @@ fn submit(
         return Err(SubmitError::Unreachable(why.clone()));
     }
     let node = &dag.nodes[i];
-    let prepared = prepare(dag, i, key, manifest, cache, opts, attempt)?;
+    let prepared = prepare(dag, i, key, manifest, cache, opts, attempt, None)?;
     let mut env = prepared.env;
     // The job does not inherit the runner's environment reliably: pass what
     // finds programs and libraries, then the stage's own variables.
@@ -733,6 +821,9 @@ fn submit(
     env.extend(node.spec.env.iter().map(|(k, v)| (k.clone(), v.clone())));
     let status = sl.files.status_path(key);
     let _ = std::fs::remove_file(&status);
+    // logs/<stage>.log may be a second name of an entry's log (local runs):
+    // unlink it so that Slurm writes a new file instead of truncating that one.
+    let _ = std::fs::remove_file(cache.log_path(&node.spec.name));
     let script = slurm::script::JobScript {
         stage: &node.spec.name,
         key,

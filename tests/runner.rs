@@ -126,7 +126,7 @@ fn corrupt_entry_is_detected_and_recomputed() {
     // Flip the content of b's cached out, then make the runner need it.
     let entry = walk(ws.path().join("cache/entries"))
         .into_iter()
-        .find(|p| p.ends_with("outs/out/b"))
+        .find(|p| entry_of(p, "b"))
         .unwrap();
     let mut bytes = std::fs::read(&entry).unwrap();
     bytes[0] ^= 1;
@@ -145,13 +145,20 @@ fn verify_reports_bit_flips() {
     ws.run(&["run", "p.toml"]).ok();
     let entry = walk(ws.path().join("cache/entries"))
         .into_iter()
-        .find(|p| p.ends_with("outs/out/c"))
+        .find(|p| entry_of(p, "c"))
         .unwrap();
     std::fs::write(&entry, "short").unwrap();
     ws.run(&["verify"]).code(1).stdout_has("does not match");
     ws.clear_runs();
     ws.run(&["run", "p.toml"]).ok();
     assert_eq!(ws.runs(), ["c"], "the removed entry is recomputed");
+}
+
+/// Whether `p` is the (only) out file of stage `stage`'s entry.
+fn entry_of(p: &std::path::Path, stage: &str) -> bool {
+    p.file_name().is_some_and(|n| n == "out-0")
+        && std::fs::read_to_string(p.with_file_name("meta.json"))
+            .is_ok_and(|m| m.contains(&format!("\"stage\": \"{stage}\"")))
 }
 
 fn walk(root: std::path::PathBuf) -> Vec<std::path::PathBuf> {
@@ -448,4 +455,51 @@ fn thousand_stage_pipeline_reruns_exactly_the_cone() {
     // Stage (l, w) reads (l-1, w) and (l-1, w+1): the cone of column 7 at layer l is w in [7-l, 7].
     let cone: usize = (0..layers).map(|l| (l + 1).min(width)).sum();
     assert_eq!(ws.run(&["run", "p.toml"]).ok().ran(), cone);
+}
+
+#[test]
+fn logs_follow_the_latest_run_and_entries_keep_their_own() {
+    let ws = Ws::new();
+    let p = |v: &str| {
+        format!(
+            "[pipeline]\nname = \"l\"\n[params]\nv = \"{v}\"\n[stages.s]\ncmd = \"echo log-${{params.v}}; cat $INCRPIPE_PARAMS > p.json; echo ${{params.v}} > o\"\nouts = [\"o\"]\n"
+        )
+    };
+    ws.pipeline(&p("one"));
+    ws.run(&["run", "p.toml"]).ok();
+    ws.run(&["logs", "s"]).ok().stdout_has("log-one");
+    ws.pipeline(&p("two"));
+    ws.run(&["run", "p.toml"]).ok();
+    ws.run(&["logs", "s"]).ok().stdout_has("log-two");
+    // Each entry keeps the log and params file of its own run: the second run
+    // did not write through the first entry's log.
+    let logs: Vec<String> = walk(ws.path().join("cache/entries"))
+        .into_iter()
+        .filter(|p| p.file_name().is_some_and(|n| n == "log"))
+        .map(|p| std::fs::read_to_string(p).unwrap())
+        .collect();
+    assert_eq!(logs.len(), 2);
+    assert!(logs.iter().any(|l| l == "log-one\n"), "{logs:?}");
+    assert!(logs.iter().any(|l| l == "log-two\n"), "{logs:?}");
+    let params: serde_json::Value = serde_json::from_str(&ws.read("p.json")).unwrap();
+    assert_eq!(params["params"]["v"], "two");
+    // Nothing of a finished run is left under tmp/.
+    assert_eq!(
+        std::fs::read_dir(ws.path().join("cache/tmp"))
+            .unwrap()
+            .count(),
+        0
+    );
+    // A failing attempt leaves its log readable but no entry.
+    ws.pipeline(
+        "[pipeline]\nname = \"l\"\n[stages.s]\ncmd = \"echo failing-log; exit 2\"\nouts = [\"o\"]\n",
+    );
+    ws.run(&["run", "p.toml"]).code(1);
+    ws.run(&["logs", "s"]).ok().stdout_has("failing-log");
+    assert_eq!(
+        std::fs::read_dir(ws.path().join("cache/tmp"))
+            .unwrap()
+            .count(),
+        0
+    );
 }

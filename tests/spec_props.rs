@@ -128,6 +128,7 @@ fn keys_by_name(text: &str) -> BTreeMap<String, String> {
                 outs,
                 seconds: 0.0,
                 created_unix: 0,
+                layout: 0,
             },
         );
         out.insert(dag.nodes[i].spec.name.clone(), key);
