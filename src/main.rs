@@ -136,6 +136,19 @@ enum BenchCmd {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if matches!(
+        cli.command,
+        Cmd::Status { .. } | Cmd::Dag { .. } | Cmd::Logs { .. } | Cmd::Model { .. } | Cmd::Bench(_)
+    ) {
+        // Commands that only read and print end quietly when their reader goes away
+        // (`incrpipe dag p.toml | head`), as Unix tools do, instead of panicking on
+        // EPIPE. Commands that write (run, gc, verify, train, check, a stage) keep Rust's
+        // default (SIGPIPE ignored): they must not die half-way because a pager quit.
+        // SAFETY: called before any thread exists; resets one signal to its default.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     let workspace = match std::env::current_dir().and_then(|p| p.canonicalize()) {
         Ok(p) => p,
         Err(e) => return fail(2, &format!("cannot resolve the current directory: {e}")),

@@ -503,3 +503,30 @@ fn logs_follow_the_latest_run_and_entries_keep_their_own() {
         0
     );
 }
+
+/// A printing command whose reader goes away (`incrpipe dag p.toml | head`) ends by SIGPIPE,
+/// quietly, like other Unix tools: no panic message about a broken pipe.
+#[test]
+fn dag_into_a_closed_pipe_ends_quietly() {
+    use std::io::Read;
+    use std::os::unix::process::ExitStatusExt;
+    use std::process::{Command, Stdio};
+    let ws = Ws::new();
+    // 1,000 stages: far more output than a pipe buffers, so the writer meets the closed pipe.
+    let file = incrpipe::bench_runner::generate(ws.path(), 50, 20).unwrap();
+    let mut child = Command::new(common::bin())
+        .arg("dag")
+        .arg(&file)
+        .current_dir(ws.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut head = [0u8; 64];
+    child.stdout.take().unwrap().read_exact(&mut head).unwrap();
+    // The reader is dropped here, closing the pipe.
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "stderr: {stderr}");
+    assert_eq!(out.status.signal(), Some(libc::SIGPIPE), "{:?}", out.status);
+}

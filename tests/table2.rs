@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::Ws;
+use common::{Ws, kind_label};
 
 fn cifar_dir() -> String {
     std::env::var("INCRPIPE_CIFAR10").unwrap_or_else(|_| {
@@ -61,8 +61,8 @@ fn chain_equals_single_process_train_and_shares_stage_one() {
     dag.ok()
         .stdout_has("run@method=lookahead/look-ahead-2")
         .stdout_has("run@method=random/train-stage-3")
-        .stdout_has("run/train-stage-1  [kind: train-stage v2]")
-        .stdout_has("run/augment  [kind: augment v1]");
+        .stdout_has(&format!("run/train-stage-1  {}", kind_label("train-stage")))
+        .stdout_has(&format!("run/augment  {}", kind_label("augment")));
     assert_eq!(
         dag.stdout.matches("train-stage-1  [").count(),
         1,

@@ -130,3 +130,14 @@ impl Ws {
 pub fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_incrpipe"))
 }
+
+/// How `incrpipe dag` labels a built-in kind: `[kind: NAME vVERSION]`, with the version the
+/// code has now (so tests do not repeat version numbers that a kind's change must bump).
+#[allow(dead_code)]
+pub fn kind_label(name: &str) -> String {
+    let r = incrpipe::registry::Registry::builtin();
+    let kind = r
+        .get(name)
+        .unwrap_or_else(|| panic!("no built-in kind {name:?}"));
+    format!("[kind: {name} v{}]", kind.version())
+}
