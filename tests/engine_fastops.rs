@@ -318,3 +318,51 @@ fn network_loss_curve_matches_reference_ops() {
     assert!(e < 1e-4, "loss curves differ: {fast:?} vs {reference:?}");
     assert!(fast[3] != fast[0], "the network did not train: {fast:?}");
 }
+
+/// `relu(bn(x) + residual)` fused (the end of a ResNet block) against burn's ops: values,
+/// gradients of x, the residual, gamma and beta, and the running statistics.
+#[test]
+fn batch_norm_add_relu_matches_burn() {
+    let d = cpu_device();
+    let shape = [5, 6, 7, 3];
+    let n: usize = shape.iter().product();
+    let run = |fast: bool| {
+        let bn = bn_with_params::<AB>(shape[1], &d);
+        let x = Tensor::<AB, 4>::from_data(TensorData::new(values(n, 31, 2.0, 0.4), shape), &d)
+            .require_grad();
+        let res = Tensor::<AB, 4>::from_data(TensorData::new(values(n, 32, 1.5, 0.0), shape), &d)
+            .require_grad();
+        let r = Tensor::<AB, 4>::from_data(TensorData::new(values(n, 33, 1.0, 0.0), shape), &d);
+        let y = if fast {
+            incrpipe::engine::kernels::batch_norm_add_relu(&bn, x.clone(), res.clone())
+                .unwrap_or_else(|_| panic!("the kernels apply on the CPU backend"))
+        } else {
+            burn::tensor::activation::relu(bn.forward(x.clone()) + res.clone())
+        };
+        let grads = (y.clone() * r).sum().backward();
+        [
+            vec_of(y.inner()),
+            vec_of(x.grad(&grads).unwrap()),
+            vec_of(res.grad(&grads).unwrap()),
+            vec_of(bn.gamma.val().grad(&grads).unwrap()),
+            vec_of(bn.beta.val().grad(&grads).unwrap()),
+            vec_of(bn.running_mean.value()),
+            vec_of(bn.running_var.value()),
+        ]
+    };
+    let (fast, reference) = (run(true), run(false));
+    let names = [
+        "y",
+        "dx",
+        "dresidual",
+        "dgamma",
+        "dbeta",
+        "running_mean",
+        "running_var",
+    ];
+    for ((what, a), b) in names.iter().zip(&fast).zip(&reference) {
+        let e = max_rel(a, b);
+        assert!(e < 1e-4, "{what}: max rel error {e}");
+    }
+    assert!(fast[0].contains(&0.0), "the ReLU cut somewhere");
+}

@@ -66,21 +66,33 @@ pub fn stats(g: &BnGeom, x: &[f32], epsilon: f64) -> BnStats {
     }
 }
 
-/// `y = x * scale[c] + shift[c]`, then `max(y, 0)` when `relu`.
-pub fn affine(g: &BnGeom, x: &[f32], scale: &[f32], shift: &[f32], relu: bool) -> Vec<f32> {
+/// `y = x * scale[c] + shift[c]` (`+ residual`, the shortcut of a residual block, when
+/// given), then `max(y, 0)` when `relu`.
+pub fn affine(
+    g: &BnGeom,
+    x: &[f32],
+    scale: &[f32],
+    shift: &[f32],
+    residual: Option<&[f32]>,
+    relu: bool,
+) -> Vec<f32> {
     assert_eq!(x.len(), g.len(), "batch-norm input has the wrong length");
+    if let Some(r) = residual {
+        assert_eq!(r.len(), g.len(), "residual has the wrong length");
+    }
     let mut y = vec![0f32; g.len()];
     y.par_chunks_mut(g.l)
         .zip(x.par_chunks(g.l))
         .enumerate()
         .for_each(|(r, (yr, xr))| {
             let (a, b) = (scale[r % g.c], shift[r % g.c]);
+            yr.iter_mut().zip(xr).for_each(|(y, x)| *y = x * a + b);
+            if let Some(res) = residual {
+                let rr = &res[r * g.l..(r + 1) * g.l];
+                yr.iter_mut().zip(rr).for_each(|(y, v)| *y += v);
+            }
             if relu {
-                yr.iter_mut()
-                    .zip(xr)
-                    .for_each(|(y, x)| *y = (x * a + b).max(0.0));
-            } else {
-                yr.iter_mut().zip(xr).for_each(|(y, x)| *y = x * a + b);
+                yr.iter_mut().for_each(|y| *y = y.max(0.0));
             }
         });
     y
@@ -103,8 +115,10 @@ pub fn scale_shift(
     (scale, shift)
 }
 
-/// Gradients of the training-mode BatchNorm (+ ReLU when `y` is given: the forward's output,
-/// whose zeros mark where ReLU cut): `(dx, dgamma, dbeta)`.
+/// Gradients of the training-mode BatchNorm (+ residual + ReLU when `y` is given: the
+/// forward's output, whose zeros mark where ReLU cut): `(dx, dgamma, dbeta, dz)`, where `dz`,
+/// the gradient after the ReLU mask (which is the residual's gradient), is returned when
+/// `want_dz`.
 pub fn backward(
     g: &BnGeom,
     x: &[f32],
@@ -112,7 +126,8 @@ pub fn backward(
     dy: &[f32],
     stats: &BnStats,
     gamma: &[f32],
-) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    want_dz: bool,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>, Option<Vec<f32>>) {
     assert_eq!(
         dy.len(),
         g.len(),
@@ -152,18 +167,36 @@ pub fn backward(
     let dgamma: Vec<f32> = sums.iter().map(|s| s.1).collect();
     let count = g.count() as f32;
     let mut dx = vec![0f32; g.len()];
-    dx.par_chunks_mut(g.l).enumerate().for_each(|(r, dxr)| {
+    let mut dz = if want_dz {
+        vec![0f32; g.len()]
+    } else {
+        Vec::new()
+    };
+    let body = |r: usize, dxr: &mut [f32], dzr: Option<&mut [f32]>| {
         let (i, ch) = (r / g.c, r % g.c);
         let (m, s) = (stats.mean[ch], stats.inv_std[ch]);
         let k = gamma[ch] * s;
         let (mdb, mdg) = (dbeta[ch] / count, dgamma[ch] / count);
         dz_row(i, ch, dxr);
+        if let Some(dzr) = dzr {
+            dzr.copy_from_slice(dxr);
+        }
         for (d, x) in dxr.iter_mut().zip(g.row(x, i, ch)) {
             let xh = (x - m) * s;
             *d = k * (*d - mdb - xh * mdg);
         }
-    });
-    (dx, dgamma, dbeta)
+    };
+    if want_dz {
+        dx.par_chunks_mut(g.l)
+            .zip(dz.par_chunks_mut(g.l))
+            .enumerate()
+            .for_each(|(r, (dxr, dzr))| body(r, dxr, Some(dzr)));
+    } else {
+        dx.par_chunks_mut(g.l)
+            .enumerate()
+            .for_each(|(r, dxr)| body(r, dxr, None));
+    }
+    (dx, dgamma, dbeta, want_dz.then_some(dz))
 }
 
 /// `(sum dz, sum dz * (x - mean) * inv_std)` over a row, in 8 independent lanes.

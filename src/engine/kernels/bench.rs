@@ -121,12 +121,12 @@ pub fn run(reps: usize) -> Vec<KernelTiming> {
     let fwd = median_ms(reps, || {
         let s = batchnorm::stats(&bn, &x, 1e-5);
         let (scale, shift) = batchnorm::scale_shift(&s.mean, &s.inv_std, &gamma, &beta);
-        let y = batchnorm::affine(&bn, &x, &scale, &shift, true);
+        let y = batchnorm::affine(&bn, &x, &scale, &shift, None, true);
         stats = Some((s, y));
     });
     let (s, y) = stats.expect("ran at least once");
     let bwd = median_ms(reps, || {
-        batchnorm::backward(&bn, &x, Some(&y), &dy, &s, &gamma);
+        batchnorm::backward(&bn, &x, Some(&y), &dy, &s, &gamma, false);
     });
     let shape = format!("[{}, {}, {}] +relu", bn.n, bn.c, bn.l);
     let nbn = burn::nn::BatchNormConfig::new(bn.c).init::<AB>(&d);

@@ -4,6 +4,7 @@
 use super::batchnorm::{self, BnGeom, BnStats};
 use super::conv::{self, ConvGeom};
 use super::profile::{Op, timed};
+use crate::engine::backend::cpu_device;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
 use burn::backend::autodiff::grads::Gradients;
@@ -136,15 +137,16 @@ struct BnState {
     geom: BnGeom,
 }
 
-impl Backward<Plain, 3> for BatchNormBackward {
+/// Parents: x, gamma, beta, residual (an untracked stand-in when there is none).
+impl Backward<Plain, 4> for BatchNormBackward {
     type State = BnState;
 
-    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let [node_x, node_gamma, node_beta] = ops.parents;
+    fn backward(self, ops: Ops<Self::State, 4>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [node_x, node_gamma, node_beta, node_res] = ops.parents;
         let dy = contiguous(&grads.consume::<Plain>(&ops.node));
         let s = ops.state;
         let g = s.geom;
-        let (dx, dgamma, dbeta) = timed(Op::BatchNormBackward, || {
+        let (dx, dgamma, dbeta, dz) = timed(Op::BatchNormBackward, || {
             let y = s.y_relu.as_ref().map(contiguous);
             batchnorm::backward(
                 &g,
@@ -153,10 +155,12 @@ impl Backward<Plain, 3> for BatchNormBackward {
                 values(&dy),
                 &s.stats,
                 &s.gamma,
+                node_res.is_some(),
             )
         });
+        let shape = vec![g.n, g.c, g.l];
         if let Some(node) = node_x {
-            grads.register::<Plain>(node.id, tensor(dx, vec![g.n, g.c, g.l]));
+            grads.register::<Plain>(node.id, tensor(dx, shape.clone()));
         }
         if let Some(node) = node_gamma {
             grads.register::<Plain>(node.id, tensor(dgamma, vec![g.c]));
@@ -164,35 +168,58 @@ impl Backward<Plain, 3> for BatchNormBackward {
         if let Some(node) = node_beta {
             grads.register::<Plain>(node.id, tensor(dbeta, vec![g.c]));
         }
+        if let (Some(node), Some(dz)) = (node_res, dz) {
+            grads.register::<Plain>(node.id, tensor(dz, shape));
+        }
     }
 }
 
-/// Training-mode BatchNorm (+ ReLU) as one autodiff node; also returns the batch statistics
-/// for the running averages.
+/// Training-mode BatchNorm, then `+ residual` when given, then ReLU when `relu`, as one
+/// autodiff node; also returns the batch statistics for the running averages.
 pub fn batch_norm_train_ad(
     x: Tensor<Ad, 4>,
     gamma: Tensor<Ad, 1>,
     beta: Tensor<Ad, 1>,
+    residual: Option<Tensor<Ad, 4>>,
     epsilon: f64,
     relu: bool,
 ) -> (Tensor<Ad, 4>, BnStats) {
     let [n, c, h, w] = x.dims();
     let geom = BnGeom { n, c, l: h * w };
-    // The kernels see [N, C, H*W]; the gradient of x is registered in that shape and
-    // reshaped back by the reshape's own autodiff node.
+    let has_residual = residual.is_some();
+    // The kernels see [N, C, H*W]; the gradients of x and of the residual are registered
+    // in that shape and reshaped back by the reshapes' own autodiff nodes. Without a
+    // residual, an untracked scalar stands in as the fourth parent.
     let x = primitive(x.reshape([n, c, h * w]));
+    let res = primitive(match residual {
+        Some(r) => r.reshape([n, c, h * w]),
+        None => Tensor::<Ad, 3>::zeros([1, 1, 1], &cpu_device()),
+    });
     let (gamma, beta) = (primitive(gamma), primitive(beta));
     let (gv, bv) = (contiguous(&gamma.primitive), contiguous(&beta.primitive));
     let (gv, bv) = (values(&gv).to_vec(), values(&bv).to_vec());
     let xc = contiguous(&x.primitive);
+    let rc = has_residual.then(|| contiguous(&res.primitive));
     let (y, stats) = timed(Op::BatchNormForward, || {
         let stats = batchnorm::stats(&geom, values(&xc), epsilon);
         let (scale, shift) = batchnorm::scale_shift(&stats.mean, &stats.inv_std, &gv, &bv);
-        let y = batchnorm::affine(&geom, values(&xc), &scale, &shift, relu);
+        let y = batchnorm::affine(
+            &geom,
+            values(&xc),
+            &scale,
+            &shift,
+            rc.as_ref().map(values),
+            relu,
+        );
         (tensor(y, vec![n, c, h * w]), stats)
     });
     let out = match BatchNormBackward
-        .prepare::<NoCheckpointing>([x.node.clone(), gamma.node.clone(), beta.node.clone()])
+        .prepare::<NoCheckpointing>([
+            x.node.clone(),
+            gamma.node.clone(),
+            beta.node.clone(),
+            res.node.clone(),
+        ])
         .compute_bound()
         .stateful()
     {
@@ -211,13 +238,16 @@ pub fn batch_norm_train_ad(
     (wrap::<Ad, 3>(out).reshape([n, c, h, w]), stats)
 }
 
-/// Inference-mode BatchNorm (+ ReLU) with the running statistics, on plain Flex tensors.
+/// Inference-mode BatchNorm (+ residual, + ReLU) with the running statistics, on plain Flex
+/// tensors.
+#[allow(clippy::too_many_arguments)]
 pub fn batch_norm_infer(
     x: Tensor<Plain, 4>,
     gamma: &[f32],
     beta: &[f32],
     running_mean: &[f32],
     running_var: &[f32],
+    residual: Option<Tensor<Plain, 4>>,
     epsilon: f64,
     relu: bool,
 ) -> Tensor<Plain, 4> {
@@ -229,6 +259,14 @@ pub fn batch_norm_infer(
         .collect();
     let (scale, shift) = batchnorm::scale_shift(running_mean, &inv_std, gamma, beta);
     let x = contiguous(&primitive(x));
-    let y = batchnorm::affine(&geom, values(&x), &scale, &shift, relu);
+    let r = residual.map(|r| contiguous(&primitive(r)));
+    let y = batchnorm::affine(
+        &geom,
+        values(&x),
+        &scale,
+        &shift,
+        r.as_ref().map(values),
+        relu,
+    );
     wrap(tensor(y, vec![n, c, h, w]))
 }

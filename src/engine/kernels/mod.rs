@@ -95,8 +95,8 @@ pub fn conv2d<B: Backend>(conv: &Conv2d<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
     conv.forward(x)
 }
 
-/// `bn.forward(x)` followed by ReLU when `relu`, fused on the CPU backend. `None` when the
-/// kernels do not apply (other backends): the caller then uses its own formulation.
+/// `bn.forward(x)` followed by ReLU when `relu`, fused on the CPU backend. `Err(x)` when the
+/// kernels do not apply (other backends): the caller then uses burn's own ops.
 /// Training or inference mode is chosen as burn does: by whether the backend records
 /// gradients. In training mode the running statistics are updated as burn-nn does.
 pub fn batch_norm<B: Backend>(
@@ -104,14 +104,37 @@ pub fn batch_norm<B: Backend>(
     x: Tensor<B, 4>,
     relu: bool,
 ) -> Result<Tensor<B, 4>, Tensor<B, 4>> {
-    if !enabled() {
-        return Err(x);
+    fused_batch_norm(bn, x, None, relu).map_err(|(x, _)| x)
+}
+
+/// `relu(bn.forward(x) + residual)`, the end of a ResNet basic block, as one kernel on the
+/// CPU backend. `Err((x, residual))` when the kernels do not apply.
+pub fn batch_norm_add_relu<B: Backend>(
+    bn: &BatchNorm<B>,
+    x: Tensor<B, 4>,
+    residual: Tensor<B, 4>,
+) -> Result<Tensor<B, 4>, (Tensor<B, 4>, Tensor<B, 4>)> {
+    fused_batch_norm(bn, x, Some(residual), true)
+        .map_err(|(x, r)| (x, r.expect("the residual comes back")))
+}
+
+type Unfused<B> = (Tensor<B, 4>, Option<Tensor<B, 4>>);
+
+fn fused_batch_norm<B: Backend>(
+    bn: &BatchNorm<B>,
+    x: Tensor<B, 4>,
+    residual: Option<Tensor<B, 4>>,
+    relu: bool,
+) -> Result<Tensor<B, 4>, Unfused<B>> {
+    if !enabled() || residual.as_ref().is_some_and(|r| r.dims() != x.dims()) {
+        return Err((x, residual));
     }
     let x = match cast::<Tensor<B, 4>, Tensor<flex::Ad, 4>>(x) {
         Ok(x) => {
             let gamma = same(bn.gamma.val());
             let beta = same(bn.beta.val());
-            let (y, stats) = flex::batch_norm_train_ad(x, gamma, beta, bn.epsilon, relu);
+            let residual = residual.map(same);
+            let (y, stats) = flex::batch_norm_train_ad(x, gamma, beta, residual, bn.epsilon, relu);
             update_running(bn, &stats);
             return Ok(same(y));
         }
@@ -126,6 +149,7 @@ pub fn batch_norm<B: Backend>(
                 &vec(bn.beta.val()),
                 &vec(bn.running_mean.value()),
                 &vec(bn.running_var.value()),
+                residual.map(same),
                 bn.epsilon,
                 relu,
             );
@@ -133,7 +157,7 @@ pub fn batch_norm<B: Backend>(
         }
         Err(x) => x,
     };
-    Err(x)
+    Err((x, residual))
 }
 
 /// running = running * (1 - momentum) + batch * momentum, as burn-nn (biased batch variance).

@@ -134,7 +134,7 @@ pub struct BasicBlock<B: Backend> {
 impl<B: Backend> BasicBlock<B> {
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
         let y = bn_forward(&self.bn1, kernels::conv2d(&self.conv1, x.clone()), true);
-        let y = bn_forward(&self.bn2, kernels::conv2d(&self.conv2, y), false);
+        let y = kernels::conv2d(&self.conv2, y);
         let mut sc = if self.stride > 1 {
             // A 1x1 average pool with stride 2 picks every other pixel: subsampling.
             burn::tensor::module::avg_pool2d(
@@ -153,7 +153,11 @@ impl<B: Backend> BasicBlock<B> {
             let zeros = Tensor::zeros([n, self.pad_channels, h, w], &sc.device());
             sc = Tensor::cat(vec![sc, zeros], 1);
         }
-        burn::tensor::activation::relu(y + sc)
+        // relu(bn2(y) + shortcut): one fused kernel on the CPU backend.
+        match kernels::batch_norm_add_relu(&self.bn2, y, sc) {
+            Ok(out) => out,
+            Err((y, sc)) => burn::tensor::activation::relu(self.bn2.forward(y) + sc),
+        }
     }
 }
 
