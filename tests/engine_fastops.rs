@@ -366,3 +366,63 @@ fn batch_norm_add_relu_matches_burn() {
     }
     assert!(fast[0].contains(&0.0), "the ReLU cut somewhere");
 }
+
+/// incrpipe's RMSProp (the fused CPU kernel, and its tensor-op fallback) computes what burn's
+/// `RmsProp` computes, bit for bit, with and without momentum, over several steps.
+#[test]
+fn rmsprop_matches_burn_bit_for_bit() {
+    use burn::nn::{Linear, LinearConfig};
+    use burn::optim::adaptor::OptimizerAdaptor;
+    use burn::optim::{GradientsParams, Optimizer, RmsPropConfig};
+    use incrpipe::engine::kernels::with_reference_ops;
+    use incrpipe::engine::rmsprop::RmsProp;
+    for momentum in [0.0f32, 0.9] {
+        let (alpha, epsilon, lr) = (0.9f32, 1e-7f32, 1e-3f64);
+        fn train<O: Optimizer<Linear<AB>, AB>>(mut optim: O, lr: f64) -> Vec<f32> {
+            let d = cpu_device();
+            let mut lin = LinearConfig::new(37, 5).init::<AB>(&d);
+            lin.weight =
+                Param::from_data(TensorData::new(values(37 * 5, 41, 0.3, 0.0), [37, 5]), &d);
+            lin.bias = Some(Param::from_data(
+                TensorData::new(values(5, 42, 0.3, 0.0), [5]),
+                &d,
+            ));
+            for step in 0..4 {
+                let x = Tensor::<AB, 2>::from_data(
+                    TensorData::new(values(3 * 37, 50 + step, 1.0, 0.1), [3, 37]),
+                    &d,
+                );
+                let r = Tensor::<AB, 2>::from_data(
+                    TensorData::new(values(15, 60 + step, 1.0, 0.0), [3, 5]),
+                    &d,
+                );
+                let loss = (lin.forward(x) * r).sum();
+                let grads = GradientsParams::from_grads(loss.backward(), &lin);
+                lin = optim.step(lr, lin, grads);
+            }
+            let mut v = vec_of(lin.weight.val());
+            v.extend(vec_of(lin.bias.unwrap().val()));
+            v
+        }
+        let burn_optim = RmsPropConfig::new()
+            .with_alpha(alpha)
+            .with_momentum(momentum)
+            .with_epsilon(epsilon)
+            .init::<AB, Linear<AB>>();
+        let ours = || {
+            OptimizerAdaptor::<RmsProp, Linear<AB>, AB>::from(RmsProp {
+                alpha,
+                momentum,
+                epsilon,
+            })
+        };
+        let reference = train(burn_optim, lr);
+        let fused = train(ours(), lr);
+        let fallback = with_reference_ops(|| train(ours(), lr));
+        assert_eq!(fused, reference, "fused kernel, momentum {momentum}");
+        assert_eq!(
+            fallback, reference,
+            "tensor-op fallback, momentum {momentum}"
+        );
+    }
+}

@@ -16,6 +16,7 @@ pub mod model;
 pub mod observe;
 pub mod outcome;
 pub mod partition;
+pub mod rmsprop;
 pub mod rng;
 pub mod settings;
 pub mod termination;

@@ -24,12 +24,13 @@ use crate::engine::error::{EngineError, Result};
 use crate::engine::flops;
 use crate::engine::model::{Act, Net, NetSpec, SubNet};
 use crate::engine::observe;
+use crate::engine::rmsprop::RmsProp;
 use crate::engine::rng;
 use crate::engine::termination::{self, Decision, StopReason, TerminationConfig};
 use burn::module::AutodiffModule;
 use burn::nn::loss::CrossEntropyLoss;
 use burn::optim::adaptor::OptimizerAdaptor;
-use burn::optim::{GradientsParams, Optimizer, RmsProp, RmsPropConfig};
+use burn::optim::{GradientsParams, Optimizer};
 use burn::prelude::*;
 use burn::tensor::TensorData;
 use burn::tensor::backend::AutodiffBackend;
@@ -86,11 +87,11 @@ impl Default for OptimConfig {
 impl OptimConfig {
     /// A fresh RMSProp optimiser (every phase starts with a fresh one).
     pub fn build<B: AutodiffBackend>(&self) -> Optim<B> {
-        RmsPropConfig::new()
-            .with_alpha(self.rho)
-            .with_momentum(self.momentum)
-            .with_epsilon(self.epsilon)
-            .init()
+        OptimizerAdaptor::from(RmsProp {
+            alpha: self.rho,
+            momentum: self.momentum,
+            epsilon: self.epsilon,
+        })
     }
 }
 

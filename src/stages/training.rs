@@ -161,6 +161,8 @@ fn sources() -> &'static [&'static str] {
         include_str!("../engine/kernels/conv.rs"),
         include_str!("../engine/kernels/flex.rs"),
         include_str!("../engine/kernels/gemm.rs"),
+        include_str!("../engine/kernels/rmsprop.rs"),
+        include_str!("../engine/rmsprop.rs"),
         include_str!("../engine/model/mod.rs"),
         include_str!("../engine/model/net.rs"),
         include_str!("../engine/model/spec.rs"),

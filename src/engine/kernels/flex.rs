@@ -270,3 +270,49 @@ pub fn batch_norm_infer(
     );
     wrap(tensor(y, vec![n, c, h, w]))
 }
+
+/// One fused RMSProp update on plain Flex tensors.
+pub fn rmsprop_step<const D: usize>(
+    o: &crate::engine::rmsprop::RmsProp,
+    lr: f64,
+    param: Tensor<Plain, D>,
+    grad: Tensor<Plain, D>,
+    state: Option<crate::engine::rmsprop::RmsPropState<Plain, D>>,
+) -> (
+    Tensor<Plain, D>,
+    crate::engine::rmsprop::RmsPropState<Plain, D>,
+) {
+    let dims = param.dims();
+    let shape = dims.to_vec();
+    let p = contiguous(&primitive(param));
+    let g = contiguous(&primitive(grad));
+    let (sa, buf) = match state {
+        Some(s) => (
+            Some(contiguous(&primitive(s.square_avg))),
+            s.momentum.map(|b| contiguous(&primitive(b))),
+        ),
+        None => (None, None),
+    };
+    let c = super::rmsprop::Consts {
+        alpha: o.alpha,
+        momentum: o.momentum,
+        epsilon: o.epsilon,
+        lr: lr as f32,
+    };
+    let (np, nsa, nbuf) = timed(Op::Optimizer, || {
+        super::rmsprop::step(
+            c,
+            values(&p),
+            values(&g),
+            sa.as_ref().map(values),
+            buf.as_ref().map(values),
+        )
+    });
+    (
+        wrap(tensor(np, shape.clone())),
+        crate::engine::rmsprop::RmsPropState {
+            square_avg: wrap(tensor(nsa, shape.clone())),
+            momentum: nbuf.map(|b| wrap(tensor(b, shape))),
+        },
+    )
+}

@@ -19,6 +19,7 @@ pub mod conv;
 mod flex;
 mod gemm;
 pub mod profile;
+pub mod rmsprop;
 
 use burn::module::Param;
 use burn::nn::BatchNorm;
@@ -159,6 +160,31 @@ fn fused_batch_norm<B: Backend>(
     };
     Err((x, residual))
 }
+
+/// One RMSProp update of a parameter tensor by the fused kernel on the CPU backend;
+/// `Err` hands the inputs back when it does not apply.
+pub fn rmsprop_step<B: Backend, const D: usize>(
+    o: &crate::engine::rmsprop::RmsProp,
+    lr: f64,
+    tensor: Tensor<B, D>,
+    grad: Tensor<B, D>,
+    state: Option<crate::engine::rmsprop::RmsPropState<B, D>>,
+) -> Result<(Tensor<B, D>, crate::engine::rmsprop::RmsPropState<B, D>), RmsPropInputs<B, D>> {
+    if !enabled() {
+        return Err((tensor, grad, state));
+    }
+    match cast::<RmsPropInputs<B, D>, RmsPropInputs<flex::Plain, D>>((tensor, grad, state)) {
+        Ok((t, g, s)) => Ok(same(flex::rmsprop_step(o, lr, t, g, s))),
+        Err(inputs) => Err(inputs),
+    }
+}
+
+/// What [`rmsprop_step`] takes: parameter, gradient, state.
+pub type RmsPropInputs<B, const D: usize> = (
+    Tensor<B, D>,
+    Tensor<B, D>,
+    Option<crate::engine::rmsprop::RmsPropState<B, D>>,
+);
 
 /// running = running * (1 - momentum) + batch * momentum, as burn-nn (biased batch variance).
 fn update_running<B: Backend>(bn: &BatchNorm<B>, stats: &batchnorm::BnStats) {

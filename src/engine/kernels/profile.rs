@@ -12,15 +12,17 @@ pub enum Op {
     ConvBackwardWeight,
     BatchNormForward,
     BatchNormBackward,
+    Optimizer,
 }
 
 impl Op {
-    pub const ALL: [Op; 5] = [
+    pub const ALL: [Op; 6] = [
         Op::ConvForward,
         Op::ConvBackwardInput,
         Op::ConvBackwardWeight,
         Op::BatchNormForward,
         Op::BatchNormBackward,
+        Op::Optimizer,
     ];
 
     pub fn name(self) -> &'static str {
@@ -30,11 +32,12 @@ impl Op {
             Op::ConvBackwardWeight => "conv2d weight gradient",
             Op::BatchNormForward => "batch-norm(+relu) forward",
             Op::BatchNormBackward => "batch-norm(+relu) backward",
+            Op::Optimizer => "rmsprop update",
         }
     }
 }
 
-static NANOS: [AtomicU64; 5] = [const { AtomicU64::new(0) }; 5];
+static NANOS: [AtomicU64; 6] = [const { AtomicU64::new(0) }; 6];
 
 /// Runs `f`, adding its wall time to `op`'s counter.
 pub fn timed<R>(op: Op, f: impl FnOnce() -> R) -> R {
