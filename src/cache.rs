@@ -397,16 +397,19 @@ impl Cache {
         manifest: &Manifest,
     ) -> Result<(), CacheError> {
         let p = self.last_path(stage);
-        let bytes = serde_json::to_vec(&(key, manifest)).unwrap();
-        let head = &bytes[..bytes.len().min(key.len() + 3)];
+        // The JSON of `(key, manifest)` starts with `["<key>"` (keys are hex: no escapes), so
+        // the unchanged case (every stage of a no-op rerun) needs no serialisation.
+        let head = format!("[\"{key}\"");
         let mut buf = vec![0u8; head.len()];
         if File::open(&p)
             .and_then(|mut f| io::Read::read_exact(&mut f, &mut buf))
             .is_ok()
-            && buf == head
+            && buf == head.as_bytes()
         {
             return Ok(());
         }
+        let bytes = serde_json::to_vec(&(key, manifest)).unwrap();
+        debug_assert!(bytes.starts_with(head.as_bytes()));
         // Losing these to a crash only costs a less precise `status`: no fsync.
         write_replace(&p, &bytes).map_err(io_at(&p))
     }
