@@ -16,11 +16,6 @@ use burn::tensor::TensorPrimitive;
 pub type Plain = crate::engine::backend::CpuBackend;
 pub type Ad = crate::engine::backend::CpuTrainBackend;
 
-/// The values of a float tensor, contiguous (a copy only when it is a strided view).
-fn contiguous(t: &FlexTensor) -> FlexTensor {
-    t.to_contiguous()
-}
-
 fn values(t: &FlexTensor) -> &[f32] {
     t.as_slice::<f32>().expect("a contiguous f32 tensor")
 }
@@ -44,8 +39,8 @@ fn conv_forward(
     b: Option<&FlexTensor>,
 ) -> FlexTensor {
     timed(Op::ConvForward, || {
-        let (x, w) = (contiguous(x), contiguous(w));
-        let b = b.map(contiguous);
+        let (x, w) = (x.to_contiguous(), w.to_contiguous());
+        let b = b.map(FlexTensor::to_contiguous);
         let mut y = vec![0f32; g.n * g.out_len()];
         conv::forward(g, values(&x), values(&w), b.as_ref().map(values), &mut y);
         tensor(y, vec![g.n, g.cout, g.ho, g.wo])
@@ -72,11 +67,11 @@ impl Backward<Plain, 3> for ConvBackward {
 
     fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
         let [node_x, node_w, node_b] = ops.parents;
-        let dy = contiguous(&grads.consume::<Plain>(&ops.node));
+        let dy = grads.consume::<Plain>(&ops.node).to_contiguous();
         let (x, w, g) = ops.state;
         if let Some(node) = node_x {
             let dx = timed(Op::ConvBackwardInput, || {
-                let w = contiguous(&w);
+                let w = w.to_contiguous();
                 let mut dx = vec![0f32; g.n * g.in_len()];
                 conv::backward_input(&g, values(&dy), values(&w), &mut dx);
                 dx
@@ -85,7 +80,7 @@ impl Backward<Plain, 3> for ConvBackward {
         }
         if node_w.is_some() || node_b.is_some() {
             let (dw, db) = timed(Op::ConvBackwardWeight, || {
-                conv::backward_weight(&g, values(&contiguous(&x)), values(&dy))
+                conv::backward_weight(&g, values(&x.to_contiguous()), values(&dy))
             });
             if let Some(node) = node_w {
                 grads.register::<Plain>(node.id, tensor(dw, vec![g.cout, g.cin, g.kh, g.kw]));
@@ -129,6 +124,7 @@ struct BatchNormBackward;
 
 #[derive(Debug, Clone)]
 struct BnState {
+    /// The input, contiguous.
     x: FlexTensor,
     /// The output, kept when ReLU was fused (its zeros are the mask).
     y_relu: Option<FlexTensor>,
@@ -143,15 +139,15 @@ impl Backward<Plain, 4> for BatchNormBackward {
 
     fn backward(self, ops: Ops<Self::State, 4>, grads: &mut Gradients, _: &mut Checkpointer) {
         let [node_x, node_gamma, node_beta, node_res] = ops.parents;
-        let dy = contiguous(&grads.consume::<Plain>(&ops.node));
+        let dy = grads.consume::<Plain>(&ops.node).to_contiguous();
         let s = ops.state;
         let g = s.geom;
         let (dx, dgamma, dbeta, dz) = timed(Op::BatchNormBackward, || {
-            let y = s.y_relu.as_ref().map(contiguous);
+            // Both were stored contiguous by the forward.
             batchnorm::backward(
                 &g,
-                values(&contiguous(&s.x)),
-                y.as_ref().map(values),
+                values(&s.x),
+                s.y_relu.as_ref().map(values),
                 values(&dy),
                 &s.stats,
                 &s.gamma,
@@ -196,10 +192,13 @@ pub fn batch_norm_train_ad(
         None => Tensor::<Ad, 3>::zeros([1, 1, 1], &cpu_device()),
     });
     let (gamma, beta) = (primitive(gamma), primitive(beta));
-    let (gv, bv) = (contiguous(&gamma.primitive), contiguous(&beta.primitive));
+    let (gv, bv) = (
+        gamma.primitive.to_contiguous(),
+        beta.primitive.to_contiguous(),
+    );
     let (gv, bv) = (values(&gv).to_vec(), values(&bv).to_vec());
-    let xc = contiguous(&x.primitive);
-    let rc = has_residual.then(|| contiguous(&res.primitive));
+    let xc = x.primitive.to_contiguous();
+    let rc = has_residual.then(|| res.primitive.to_contiguous());
     let (y, stats) = timed(Op::BatchNormForward, || {
         let stats = batchnorm::stats(&geom, values(&xc), epsilon);
         let (scale, shift) = batchnorm::scale_shift(&stats.mean, &stats.inv_std, &gv, &bv);
@@ -258,8 +257,8 @@ pub fn batch_norm_infer(
         .map(|v| (1.0 / (*v as f64 + epsilon).sqrt()) as f32)
         .collect();
     let (scale, shift) = batchnorm::scale_shift(running_mean, &inv_std, gamma, beta);
-    let x = contiguous(&primitive(x));
-    let r = residual.map(|r| contiguous(&primitive(r)));
+    let x = primitive(x).to_contiguous();
+    let r = residual.map(|r| primitive(r).to_contiguous());
     let y = batchnorm::affine(
         &geom,
         values(&x),
@@ -284,12 +283,12 @@ pub fn rmsprop_step<const D: usize>(
 ) {
     let dims = param.dims();
     let shape = dims.to_vec();
-    let p = contiguous(&primitive(param));
-    let g = contiguous(&primitive(grad));
+    let p = primitive(param).to_contiguous();
+    let g = primitive(grad).to_contiguous();
     let (sa, buf) = match state {
         Some(s) => (
-            Some(contiguous(&primitive(s.square_avg))),
-            s.momentum.map(|b| contiguous(&primitive(b))),
+            Some(primitive(s.square_avg).to_contiguous()),
+            s.momentum.map(|b| primitive(b).to_contiguous()),
         ),
         None => (None, None),
     };
