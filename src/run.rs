@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus};
+use std::process::ExitStatus;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -680,17 +680,20 @@ fn start_local(
 ) -> std::io::Result<i32> {
     let node = &dag.nodes[i];
     let prepared = prepare(dag, i, key, manifest, cache, opts, attempt, Some(tmp))?;
-    let mut cmd = Command::new(&prepared.argv[0]);
-    cmd.args(&prepared.argv[1..]);
     let cuda = devices.join(",");
-    cmd.current_dir(&opts.workspace)
-        .envs(prepared.env)
-        .env("INCRPIPE_CPUS", cpus.to_string())
-        .env("RAYON_NUM_THREADS", cpus.to_string())
-        .env("OMP_NUM_THREADS", cpus.to_string())
-        .env("CUDA_VISIBLE_DEVICES", &cuda)
-        .env("INCRPIPE_GPUS", &cuda)
-        .envs(&node.spec.env);
+    let cpus = cpus.to_string();
+    let mut env: Vec<(String, String)> = prepared.env;
+    env.extend(
+        [
+            ("INCRPIPE_CPUS", &cpus),
+            ("RAYON_NUM_THREADS", &cpus),
+            ("OMP_NUM_THREADS", &cpus),
+            ("CUDA_VISIBLE_DEVICES", &cuda),
+            ("INCRPIPE_GPUS", &cuda),
+        ]
+        .map(|(k, v)| (k.to_string(), v.clone())),
+    );
+    env.extend(node.spec.env.iter().map(|(k, v)| (k.clone(), v.clone())));
     let log_path = tmp.join("log");
     let log = std::fs::File::options()
         .write(true)
@@ -699,11 +702,15 @@ fn start_local(
     // logs/<stage>.log is a second name of the entry's log (a link inside the
     // cache, never one into the workspace), readable while the stage runs.
     link_replace(&log_path, &cache.log_path(&node.spec.name))?;
-    let mut child = process::spawn(cmd, log)?;
-    let pgid = child.id() as i32;
+    let pgid = process::spawn(process::Spawn {
+        argv: &prepared.argv,
+        env: env.into_iter().map(|(k, v)| (k.into(), v.into())).collect(),
+        cwd: &opts.workspace,
+        log,
+    })?;
     let tx = tx.clone();
     std::thread::spawn(move || {
-        let status = child.wait();
+        let status = process::wait(pgid);
         let _ = tx.send((i, attempt, status));
     });
     Ok(pgid)
