@@ -32,7 +32,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::fsutil::{copy_hashed, remove_path, sync_dir, write_replace, write_synced};
-use crate::hash::{FileRec, tree_hash};
+use crate::hash::{FileRec, StatCache, tree_hash};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CacheError {
@@ -40,6 +40,10 @@ pub enum CacheError {
     Io { path: PathBuf, source: io::Error },
     #[error("cache entry {key} is corrupt ({what}); it was removed and will be recomputed")]
     Corrupt { key: String, what: String },
+    #[error(
+        "out `{out}` of stage `{stage}` changed after the stage ended (did another stage write it?); it was not cached"
+    )]
+    Changed { stage: String, out: String },
 }
 
 fn io_at(path: &Path) -> impl FnOnce(io::Error) -> CacheError + '_ {
@@ -91,6 +95,28 @@ pub struct EntryMeta {
     pub layout: u32,
 }
 
+impl EntryMeta {
+    pub fn new(
+        key: &str,
+        stage: &str,
+        manifest: &Manifest,
+        outs: Vec<OutRec>,
+        seconds: f64,
+    ) -> EntryMeta {
+        EntryMeta {
+            key: key.to_string(),
+            stage: stage.to_string(),
+            manifest: manifest.clone(),
+            outs,
+            seconds,
+            created_unix: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+            layout: LAYOUT,
+        }
+    }
+}
+
 /// The layout of entries written now (see [`EntryMeta::layout`]).
 pub const LAYOUT: u32 = 1;
 
@@ -103,6 +129,7 @@ pub struct RunningRec {
     pub start_ticks: u64,
 }
 
+#[derive(Clone)]
 pub struct Cache {
     root: PathBuf,
 }
@@ -230,61 +257,76 @@ impl Cache {
         seconds: f64,
     ) -> Result<EntryMeta, CacheError> {
         let result = (|| {
-            let mut outs = Vec::new();
-            for (i, out) in manifest.outs.iter().enumerate() {
-                let dst = tmp.join(format!("out-{i}"));
-                let files = copy_hashed(&workspace.join(out), &dst, true)
-                    .map_err(io_at(&workspace.join(out)))?;
-                outs.push(OutRec {
-                    path: out.clone(),
-                    hash: tree_hash(&files),
-                    files,
-                });
-            }
-            let meta = EntryMeta {
-                key: key.to_string(),
-                stage: stage.to_string(),
-                manifest: manifest.clone(),
-                outs,
-                seconds,
-                created_unix: std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_secs()),
-                layout: LAYOUT,
-            };
-            // The directory is private until the rename: no temporary name needed.
-            let meta_path = tmp.join("meta.json");
-            write_synced(&meta_path, &serde_json::to_vec_pretty(&meta).unwrap())
-                .map_err(io_at(&meta_path))?;
-            // The entry's files are fsynced (copy_hashed, write_synced); now its
-            // directory, so the rename publishes a complete entry.
-            sync_dir(tmp).map_err(io_at(tmp))?;
-            let dst = self.entry_dir(key);
-            let parent = dst.parent().unwrap();
-            if let Err(e) = fs::create_dir(parent)
-                && e.kind() != io::ErrorKind::AlreadyExists
-            {
-                return Err(CacheError::Io {
-                    path: parent.to_path_buf(),
-                    source: e,
-                });
-            }
-            match fs::rename(tmp, &dst) {
-                Ok(()) => {}
-                // Another runner committed the same key first; its entry is as good as ours.
-                Err(e) if dst.join("meta.json").exists() => drop(e),
-                Err(e) => {
-                    return Err(CacheError::Io {
-                        path: dst,
-                        source: e,
-                    });
-                }
-            }
-            sync_dir(parent).map_err(io_at(parent))?;
+            let outs = copy_outs(tmp, &manifest.outs, workspace)?;
+            let meta = EntryMeta::new(key, stage, manifest, outs, seconds);
+            self.seal(tmp, &meta)?;
             Ok(meta)
         })();
         let _ = remove_path(tmp);
         result
+    }
+
+    /// Like [`Cache::commit_in`] for an entry whose out records the caller
+    /// already made from the workspace ([`hash_outs`]): the copies must hash the
+    /// same, or the entry is dropped (an out changed after the stage ended).
+    pub fn commit_expected(
+        &self,
+        tmp: &Path,
+        meta: &EntryMeta,
+        workspace: &Path,
+    ) -> Result<(), CacheError> {
+        let result = (|| {
+            let paths: Vec<String> = meta.outs.iter().map(|o| o.path.clone()).collect();
+            let copied = copy_outs(tmp, &paths, workspace)?;
+            if let Some((o, _)) = meta
+                .outs
+                .iter()
+                .zip(&copied)
+                .find(|(want, got)| want.hash != got.hash)
+            {
+                return Err(CacheError::Changed {
+                    stage: meta.stage.clone(),
+                    out: o.path.clone(),
+                });
+            }
+            self.seal(tmp, meta)
+        })();
+        let _ = remove_path(tmp);
+        result
+    }
+
+    /// Writes `meta.json` into `tmp` (which holds the entry's other files,
+    /// fsynced), fsyncs the directory and renames it into `entries/`.
+    fn seal(&self, tmp: &Path, meta: &EntryMeta) -> Result<(), CacheError> {
+        // The directory is private until the rename: no temporary name needed.
+        let meta_path = tmp.join("meta.json");
+        write_synced(&meta_path, &serde_json::to_vec_pretty(meta).unwrap())
+            .map_err(io_at(&meta_path))?;
+        // The entry's files are fsynced (copy_hashed, write_synced); now its
+        // directory, so the rename publishes a complete entry.
+        sync_dir(tmp).map_err(io_at(tmp))?;
+        let dst = self.entry_dir(&meta.key);
+        let parent = dst.parent().unwrap();
+        if let Err(e) = fs::create_dir(parent)
+            && e.kind() != io::ErrorKind::AlreadyExists
+        {
+            return Err(CacheError::Io {
+                path: parent.to_path_buf(),
+                source: e,
+            });
+        }
+        match fs::rename(tmp, &dst) {
+            Ok(()) => {}
+            // Another runner committed the same key first; its entry is as good as ours.
+            Err(e) if dst.join("meta.json").exists() => drop(e),
+            Err(e) => {
+                return Err(CacheError::Io {
+                    path: dst,
+                    source: e,
+                });
+            }
+        }
+        sync_dir(parent).map_err(io_at(parent))
     }
 
     /// Where an entry stores its `i`-th out.
@@ -443,6 +485,41 @@ impl Cache {
 /// whole or not at all even if the process is killed, so a reader never sees
 /// a mix. Larger contents, and an empty list (which also shrinks the file),
 /// go through [`write_replace`].
+/// Copies the workspace `outs` into `tmp/out-<i>` (fsynced), with their records.
+fn copy_outs(tmp: &Path, outs: &[String], workspace: &Path) -> Result<Vec<OutRec>, CacheError> {
+    let mut recs = Vec::new();
+    for (i, out) in outs.iter().enumerate() {
+        let src = workspace.join(out);
+        let files = copy_hashed(&src, &tmp.join(format!("out-{i}")), true).map_err(io_at(&src))?;
+        recs.push(OutRec {
+            path: out.clone(),
+            hash: tree_hash(&files),
+            files,
+        });
+    }
+    Ok(recs)
+}
+
+/// The records of a stage's outs as they are in the workspace, for an entry
+/// that [`Cache::commit_expected`] will store.
+pub fn hash_outs(
+    outs: &[String],
+    workspace: &Path,
+    stats: &mut StatCache,
+) -> Result<Vec<OutRec>, CacheError> {
+    outs.iter()
+        .map(|out| {
+            let src = workspace.join(out);
+            let files = stats.records(&src).map_err(io_at(&src))?;
+            Ok(OutRec {
+                path: out.clone(),
+                hash: tree_hash(&files),
+                files,
+            })
+        })
+        .collect()
+}
+
 fn write_in_place(path: &Path, data: &[u8]) -> io::Result<()> {
     use std::os::unix::fs::FileExt;
     const PAGE: usize = 4096;
@@ -524,6 +601,43 @@ mod tests {
         fs::remove_file(ws.join("a/b/f")).unwrap();
         cache.restore(&meta, &ws, None).unwrap();
         assert_eq!(fs::read_to_string(ws.join("a/b/f")).unwrap(), "data");
+    }
+
+    #[test]
+    fn an_entry_is_committed_only_if_its_outs_still_hash_as_recorded() {
+        let dir = tempfile::tempdir().unwrap();
+        let ws = dir.path().join("ws");
+        fs::create_dir_all(ws.join("d")).unwrap();
+        fs::write(ws.join("f"), "one").unwrap();
+        fs::write(ws.join("d/g"), "two").unwrap();
+        let cache = Cache::open(&dir.path().join("cache")).unwrap();
+        let m = manifest(&["f", "d"]);
+        let mut stats = StatCache::default();
+        let outs = hash_outs(&m.outs, &ws, &mut stats).unwrap();
+        let meta = EntryMeta::new(&m.key(), "s", &m, outs, 1.0);
+
+        // Changed between the hashing and the copy: no entry, no temporary left.
+        fs::write(ws.join("d/g"), "TWO").unwrap();
+        let tmp = cache.temp_dir("s").unwrap();
+        let e = cache.commit_expected(&tmp, &meta, &ws).unwrap_err();
+        assert!(
+            matches!(&e, CacheError::Changed { out, .. } if out == "d"),
+            "{e}"
+        );
+        assert!(cache.lookup(&meta.key).is_none());
+        assert!(!tmp.exists());
+
+        // Unchanged: the entry is the one the records describe, and restores.
+        fs::write(ws.join("d/g"), "two").unwrap();
+        let tmp = cache.temp_dir("s").unwrap();
+        cache.commit_expected(&tmp, &meta, &ws).unwrap();
+        let stored = cache.lookup(&meta.key).unwrap();
+        assert_eq!(stored.outs, meta.outs);
+        cache.verify_entry(&stored).unwrap();
+        fs::remove_dir_all(&ws).unwrap();
+        fs::create_dir_all(&ws).unwrap();
+        cache.restore(&stored, &ws, None).unwrap();
+        assert_eq!(fs::read_to_string(ws.join("d/g")).unwrap(), "two");
     }
 
     #[test]

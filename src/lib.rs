@@ -9,6 +9,7 @@
 
 pub mod bench_runner;
 pub mod cache;
+pub mod committer;
 pub mod dag;
 pub mod diag;
 pub mod download;

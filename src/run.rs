@@ -10,7 +10,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use crate::cache::{Cache, CacheError, EntryMeta, Manifest, RunningRec};
+use crate::cache::{Cache, CacheError, EntryMeta, Manifest, RunningRec, hash_outs};
+use crate::committer::{Committer, Job};
 use crate::dag::{Dag, select};
 use crate::fsutil::remove_path;
 use crate::hash::StatCache;
@@ -202,6 +203,7 @@ pub fn run(
     })?;
     end_orphans(cache, progress);
     cache.clean_tmp();
+    let mut committer = Committer::start(cache.clone(), opts.workspace.clone());
     let mut slurm = if wanted.iter().any(|&i| on_slurm(i)) {
         let files = JobFiles::new(cache).map_err(|source| CacheError::Io {
             path: cache.root().join("state/jobs"),
@@ -485,6 +487,10 @@ pub fn run(
         {
             ended.push((i, Ended::Local(status)));
         }
+        for (i, e) in committer.failures() {
+            uncommitted(dag, i, &e, &mut state, &mut summary, progress);
+            stop_new |= !opts.keep_going;
+        }
         for (i, end) in ended {
             let Some(r) = running.remove(&i) else {
                 continue;
@@ -526,9 +532,24 @@ pub fn run(
                 _ => unreachable!("a stage ends the way it was started"),
             };
             let outcome = match (outcome, &r.entry_tmp) {
-                (Ok(()), Some(tmp)) => cache
-                    .commit_in(tmp, &r.key, name, &r.manifest, &opts.workspace, secs)
-                    .map_err(|e| format!("could not be committed to the cache: {e}")),
+                // Keyed by hashes taken here; copied, fsynced and published in the background.
+                (Ok(()), Some(tmp)) => {
+                    match hash_outs(&r.manifest.outs, &opts.workspace, &mut stats) {
+                        Ok(outs) => {
+                            let meta = EntryMeta::new(&r.key, name, &r.manifest, outs, secs);
+                            committer.submit(Job {
+                                stage: i,
+                                tmp: tmp.clone(),
+                                meta: meta.clone(),
+                            });
+                            Ok(meta)
+                        }
+                        Err(e) => {
+                            let _ = remove_path(tmp);
+                            Err(format!("could not be hashed: {e}"))
+                        }
+                    }
+                }
                 (Ok(()), None) => cache
                     .commit(&r.key, name, &r.manifest, &opts.workspace, Some(&log), secs)
                     .map_err(|e| format!("could not be committed to the cache: {e}")),
@@ -622,6 +643,9 @@ pub fn run(
             }
         }
     }
+    for (i, e) in committer.finish() {
+        uncommitted(dag, i, &e, &mut state, &mut summary, progress);
+    }
     // Nothing runs any more: no recorded group may be taken for an orphan later.
     if running.is_empty() {
         let _ = cache.write_running(&[]);
@@ -635,6 +659,27 @@ pub fn run(
         return Err(RunError::Failed(summary));
     }
     Ok(summary)
+}
+
+/// A stage whose entry could not be committed (after it ran and its dependants
+/// may have started): it counts as failed, and what still waits on it is skipped.
+fn uncommitted(
+    dag: &Dag,
+    i: usize,
+    e: &CacheError,
+    state: &mut [State],
+    summary: &mut RunSummary,
+    progress: &mut dyn Progress,
+) {
+    let name = &dag.nodes[i].spec.name;
+    progress.failed(
+        name,
+        &format!("could not be committed to the cache: {e}"),
+        "",
+    );
+    summary.ran.retain(|n| n != name);
+    summary.failed.push(name.clone());
+    state[i] = State::Failed;
 }
 
 #[allow(clippy::too_many_arguments)]

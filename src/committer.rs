@@ -1,0 +1,79 @@
+//! Committing finished local stages to the cache on a background thread.
+//!
+//! An entry is published only once its files and directory are fsynced (four
+//! fsyncs, 0.3-0.5 ms each on the test machine), but the scheduler need not wait
+//! for that: dependants are keyed by the hashes of the outs, which the scheduler
+//! takes from the workspace itself ([`crate::cache::hash_outs`]). The committer
+//! then copies the outs into the entry, checks that the copies hash the same,
+//! fsyncs and renames ([`Cache::commit_expected`]), while the next stage runs.
+//!
+//! A runner killed before a commit loses only that entry, never trusts a wrong
+//! one: the stage reruns next time, and early cut-off keeps its dependants cached.
+
+use std::path::PathBuf;
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+
+use crate::cache::{Cache, CacheError, EntryMeta};
+
+/// One entry to commit: `tmp` (holding the stage's log and params file) becomes
+/// the entry described by `meta`. `stage` is the caller's index of the stage.
+pub struct Job {
+    pub stage: usize,
+    pub tmp: PathBuf,
+    pub meta: EntryMeta,
+}
+
+pub struct Committer {
+    jobs: Option<mpsc::Sender<Job>>,
+    failures: mpsc::Receiver<(usize, CacheError)>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Committer {
+    pub fn start(cache: Cache, workspace: PathBuf) -> Committer {
+        let (jobs, inbox) = mpsc::channel::<Job>();
+        let (report, failures) = mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            for job in inbox {
+                if let Err(e) = cache.commit_expected(&job.tmp, &job.meta, &workspace) {
+                    let _ = report.send((job.stage, e));
+                }
+            }
+        });
+        Committer {
+            jobs: Some(jobs),
+            failures,
+            thread: Some(thread),
+        }
+    }
+
+    pub fn submit(&self, job: Job) {
+        self.jobs
+            .as_ref()
+            .expect("open until finish")
+            .send(job)
+            .expect("the committer thread lives until finish");
+    }
+
+    /// Commits that failed since the last call, without waiting.
+    pub fn failures(&self) -> Vec<(usize, CacheError)> {
+        self.failures.try_iter().collect()
+    }
+
+    /// Waits until every submitted entry is committed; returns the failures not yet taken.
+    pub fn finish(&mut self) -> Vec<(usize, CacheError)> {
+        drop(self.jobs.take());
+        if let Some(t) = self.thread.take() {
+            t.join().expect("the committer thread does not panic");
+        }
+        self.failures()
+    }
+}
+
+impl Drop for Committer {
+    /// Pending entries are still committed when the scheduler returns early.
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
