@@ -36,7 +36,13 @@ impl Committer {
         let (report, failures) = mpsc::channel();
         let thread = std::thread::spawn(move || {
             for job in inbox {
-                if let Err(e) = cache.commit_expected(&job.tmp, &job.meta, &workspace) {
+                // The stage's `status` record follows its entry (and is off the
+                // scheduler's path too: it is a new file on a cold run).
+                let m = &job.meta;
+                if let Err(e) = cache
+                    .commit_expected(&job.tmp, m, &workspace)
+                    .and_then(|()| cache.record_last(&m.stage, &m.key, &m.manifest))
+                {
                     let _ = report.send((job.stage, e));
                 }
             }

@@ -63,7 +63,9 @@ pub struct Lines {
 
 impl Lines {
     fn say(&self, s: &str) {
-        let _ = writeln!(std::io::stderr(), "[{}/{}] {s}", self.c.done, self.c.total);
+        // One write per line (stderr is unbuffered): lines of parallel runs stay whole.
+        let line = format!("[{}/{}] {s}\n", self.c.done, self.c.total);
+        let _ = std::io::stderr().write_all(line.as_bytes());
     }
 }
 

@@ -572,7 +572,10 @@ pub fn run(
             }
             match outcome {
                 Ok(meta) => {
-                    cache.record_last(name, &r.key, &r.manifest)?;
+                    // A local stage's record is written by the committer, after its entry.
+                    if r.entry_tmp.is_none() {
+                        cache.record_last(name, &r.key, &r.manifest)?;
+                    }
                     summary.ran.push(name.clone());
                     progress.finished(name, secs);
                     state[i] = State::Done(Box::new(meta));
