@@ -19,6 +19,12 @@ pub struct RunnerBench {
     pub commands_s: f64,
     /// (cold wall time x jobs - commands) / stages.
     pub overhead_ms_per_stage: f64,
+    /// The same commands run by bash alone, one after another, in a fresh copy
+    /// of the workspace: their own time without any runner (the runner's own
+    /// measure includes what its threads take from the commands' CPU).
+    pub alone_s: f64,
+    /// (cold wall time x jobs - alone) / stages.
+    pub overhead_vs_alone_ms: f64,
     pub noop_rerun_ms: Vec<f64>,
     pub status_ms: Vec<f64>,
 }
@@ -59,6 +65,36 @@ pub fn generate(dir: &Path, width: usize, layers: usize) -> std::io::Result<Path
     Ok(file)
 }
 
+/// Runs every stage's command with `bash -c`, in order, in a fresh `dir`; returns seconds.
+fn commands_alone(dir: &Path, width: usize, layers: usize) -> anyhow::Result<f64> {
+    let file = generate(dir, width, layers)?;
+    let spec: toml::Table = toml::from_str(&std::fs::read_to_string(file)?)?;
+    let stages = spec["stages"].as_table().expect("generated above");
+    // Stage `s<layer>_<w>` reads only layer - 1: layer order respects the deps.
+    let layer = |name: &str| -> usize {
+        name[1..]
+            .split('_')
+            .next()
+            .and_then(|l| l.parse().ok())
+            .unwrap_or(0)
+    };
+    let mut named: Vec<(&String, &toml::Value)> = stages.iter().collect();
+    named.sort_by_key(|(n, _)| layer(n));
+    let cmds: Vec<&str> = named
+        .iter()
+        .filter_map(|(_, s)| s["cmd"].as_str())
+        .collect();
+    let t = Instant::now();
+    for c in &cmds {
+        let st = Command::new("bash")
+            .args(["-c", c])
+            .current_dir(dir)
+            .status()?;
+        anyhow::ensure!(st.success(), "`{c}` failed");
+    }
+    Ok(t.elapsed().as_secs_f64())
+}
+
 /// Runs the benchmark with the `incrpipe` binary `exe` in a fresh `dir`.
 pub fn run(
     exe: &Path,
@@ -69,6 +105,7 @@ pub fn run(
     repeats: usize,
 ) -> anyhow::Result<RunnerBench> {
     generate(dir, width, layers)?;
+    let alone_s = commands_alone(&dir.join("alone"), width, layers)?;
     let time = |args: &[&str]| -> anyhow::Result<f64> {
         let t = Instant::now();
         let o = Command::new(exe)
@@ -110,6 +147,8 @@ pub fn run(
         cold_s,
         commands_s,
         overhead_ms_per_stage: (cold_s * jobs as f64 - commands_s) / stages as f64 * 1e3,
+        alone_s,
+        overhead_vs_alone_ms: (cold_s * jobs as f64 - alone_s) / stages as f64 * 1e3,
         noop_rerun_ms: noop,
         status_ms: status,
     })

@@ -330,6 +330,14 @@ fn main() -> ExitCode {
                         b.overhead_ms_per_stage
                     );
                     println!(
+                        "  commands alone      {:8.2} s  (bash -c each, in order, no runner)",
+                        b.alone_s
+                    );
+                    println!(
+                        "  overhead per stage  {:8.2} ms (cold wall x jobs - commands alone) / stages",
+                        b.overhead_vs_alone_ms
+                    );
+                    println!(
                         "  no-op rerun         {:8.1} ms median of {repeats} (min {:.1})",
                         median(&b.noop_rerun_ms),
                         b.noop_rerun_ms.iter().cloned().fold(f64::MAX, f64::min)
