@@ -530,3 +530,49 @@ fn dag_into_a_closed_pipe_ends_quietly() {
     assert!(!stderr.contains("panicked"), "stderr: {stderr}");
     assert_eq!(out.status.signal(), Some(libc::SIGPIPE), "{:?}", out.status);
 }
+
+/// Makes a directory immutable (even for root) until dropped: `chattr +i`.
+struct Immutable(std::path::PathBuf);
+
+impl Immutable {
+    fn new(dir: std::path::PathBuf) -> Immutable {
+        let st = std::process::Command::new("chattr")
+            .arg("+i")
+            .arg(&dir)
+            .status()
+            .expect("chattr (e2fsprogs) runs");
+        assert!(
+            st.success(),
+            "chattr +i {} failed: the cache must be on ext4",
+            dir.display()
+        );
+        Immutable(dir)
+    }
+}
+
+impl Drop for Immutable {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("chattr")
+            .arg("-i")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+#[test]
+fn an_entry_that_cannot_be_committed_fails_its_stage_and_is_not_trusted() {
+    // Entries are committed on a background thread after the stage ends: a
+    // commit that fails there must still fail the stage and leave no entry.
+    let ws = chain();
+    ws.run(&["run", "p.toml", "d"]).ok();
+    let guard = Immutable::new(ws.path().join("cache/entries"));
+    let o = ws.run(&["run", "p.toml", "a"]);
+    o.code(1).stderr_has("could not be committed to the cache");
+    drop(guard);
+    ws.clear_runs();
+    // Nothing of `a` was cached: it runs again, and `d` stays cached.
+    let o = ws.run(&["run", "p.toml", "a", "d"]);
+    o.ok();
+    assert_eq!(ws.runs(), ["a"]);
+    assert_eq!(o.counts(), (1, 1, 0));
+}
