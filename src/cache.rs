@@ -227,67 +227,24 @@ impl Cache {
             .filter(|m: &EntryMeta| m.key == key)
     }
 
-    /// Copies the workspace outs into a new entry and publishes it atomically.
-    pub fn commit(
-        &self,
-        key: &str,
-        stage: &str,
-        manifest: &Manifest,
-        workspace: &Path,
-        log: Option<&Path>,
-        seconds: f64,
-    ) -> Result<EntryMeta, CacheError> {
-        let tmp = self.temp_dir(key)?;
-        if let Some(log) = log {
-            let _ = fs::copy(log, tmp.join("log"));
-        }
-        self.commit_in(&tmp, key, stage, manifest, workspace, seconds)
-    }
-
     /// Copies the workspace outs into `tmp` (a [`Cache::temp_dir`], which may
     /// already hold the stage's log and params file), fsyncs it and renames it
-    /// into `entries/`. `tmp` is gone afterwards, whatever the outcome.
-    pub fn commit_in(
-        &self,
-        tmp: &Path,
-        key: &str,
-        stage: &str,
-        manifest: &Manifest,
-        workspace: &Path,
-        seconds: f64,
-    ) -> Result<EntryMeta, CacheError> {
-        let result = (|| {
-            let outs = copy_outs(tmp, &manifest.outs, workspace)?;
-            let meta = EntryMeta::new(key, stage, manifest, outs, seconds);
-            self.seal(tmp, &meta)?;
-            Ok(meta)
-        })();
-        let _ = remove_path(tmp);
-        result
-    }
-
-    /// Like [`Cache::commit_in`] for an entry whose out records the caller
-    /// already made from the workspace ([`hash_outs`]): the copies must hash the
+    /// into `entries/` as the entry `meta` describes. The outs' records in `meta`
+    /// were made from the workspace ([`hash_outs`]): the copies must hash the
     /// same, or the entry is dropped (an out changed after the stage ended).
-    pub fn commit_expected(
-        &self,
-        tmp: &Path,
-        meta: &EntryMeta,
-        workspace: &Path,
-    ) -> Result<(), CacheError> {
+    /// `tmp` is gone afterwards, whatever the outcome.
+    pub fn commit(&self, tmp: &Path, meta: &EntryMeta, workspace: &Path) -> Result<(), CacheError> {
         let result = (|| {
-            let paths: Vec<String> = meta.outs.iter().map(|o| o.path.clone()).collect();
-            let copied = copy_outs(tmp, &paths, workspace)?;
-            if let Some((o, _)) = meta
-                .outs
-                .iter()
-                .zip(&copied)
-                .find(|(want, got)| want.hash != got.hash)
-            {
-                return Err(CacheError::Changed {
-                    stage: meta.stage.clone(),
-                    out: o.path.clone(),
-                });
+            for (i, o) in meta.outs.iter().enumerate() {
+                let src = workspace.join(&o.path);
+                let files =
+                    copy_hashed(&src, &tmp.join(format!("out-{i}")), true).map_err(io_at(&src))?;
+                if tree_hash(&files) != o.hash {
+                    return Err(CacheError::Changed {
+                        stage: meta.stage.clone(),
+                        out: o.path.clone(),
+                    });
+                }
             }
             self.seal(tmp, meta)
         })();
@@ -485,23 +442,8 @@ impl Cache {
 /// whole or not at all even if the process is killed, so a reader never sees
 /// a mix. Larger contents, and an empty list (which also shrinks the file),
 /// go through [`write_replace`].
-/// Copies the workspace `outs` into `tmp/out-<i>` (fsynced), with their records.
-fn copy_outs(tmp: &Path, outs: &[String], workspace: &Path) -> Result<Vec<OutRec>, CacheError> {
-    let mut recs = Vec::new();
-    for (i, out) in outs.iter().enumerate() {
-        let src = workspace.join(out);
-        let files = copy_hashed(&src, &tmp.join(format!("out-{i}")), true).map_err(io_at(&src))?;
-        recs.push(OutRec {
-            path: out.clone(),
-            hash: tree_hash(&files),
-            files,
-        });
-    }
-    Ok(recs)
-}
-
 /// The records of a stage's outs as they are in the workspace, for an entry
-/// that [`Cache::commit_expected`] will store.
+/// that [`Cache::commit`] will store.
 pub fn hash_outs(
     outs: &[String],
     workspace: &Path,
@@ -584,7 +526,11 @@ mod tests {
         let cache = Cache::open(&dir.path().join("cache")).unwrap();
         let m = manifest(&["a/b/f"]);
         let key = m.key();
-        let meta = cache.commit(&key, "s", &m, &ws, None, 0.0).unwrap();
+        let outs = hash_outs(&m.outs, &ws, &mut StatCache::default()).unwrap();
+        let meta = EntryMeta::new(&key, "s", &m, outs, 0.0);
+        cache
+            .commit(&cache.temp_dir("s").unwrap(), &meta, &ws)
+            .unwrap();
         assert_eq!(meta.layout, LAYOUT);
         assert!(cache.entry_dir(&key).join("out-0").is_file());
         // Turn it into an entry as written before layout 1.
@@ -619,7 +565,7 @@ mod tests {
         // Changed between the hashing and the copy: no entry, no temporary left.
         fs::write(ws.join("d/g"), "TWO").unwrap();
         let tmp = cache.temp_dir("s").unwrap();
-        let e = cache.commit_expected(&tmp, &meta, &ws).unwrap_err();
+        let e = cache.commit(&tmp, &meta, &ws).unwrap_err();
         assert!(
             matches!(&e, CacheError::Changed { out, .. } if out == "d"),
             "{e}"
@@ -630,7 +576,7 @@ mod tests {
         // Unchanged: the entry is the one the records describe, and restores.
         fs::write(ws.join("d/g"), "two").unwrap();
         let tmp = cache.temp_dir("s").unwrap();
-        cache.commit_expected(&tmp, &meta, &ws).unwrap();
+        cache.commit(&tmp, &meta, &ws).unwrap();
         let stored = cache.lookup(&meta.key).unwrap();
         assert_eq!(stored.outs, meta.outs);
         cache.verify_entry(&stored).unwrap();

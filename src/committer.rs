@@ -1,11 +1,11 @@
-//! Committing finished local stages to the cache on a background thread.
+//! Committing finished stages to the cache on a background thread.
 //!
 //! An entry is published only once its files and directory are fsynced (four
 //! fsyncs, 0.3-0.5 ms each on the test machine), but the scheduler need not wait
 //! for that: dependants are keyed by the hashes of the outs, which the scheduler
 //! takes from the workspace itself ([`crate::cache::hash_outs`]). The committer
 //! then copies the outs into the entry, checks that the copies hash the same,
-//! fsyncs and renames ([`Cache::commit_expected`]), while the next stage runs.
+//! fsyncs and renames ([`Cache::commit`]), while the next stage runs.
 //!
 //! A runner killed before a commit loses only that entry, never trusts a wrong
 //! one: the stage reruns next time, and early cut-off keeps its dependants cached.
@@ -16,12 +16,19 @@ use std::thread::JoinHandle;
 
 use crate::cache::{Cache, CacheError, EntryMeta};
 
-/// One entry to commit: `tmp` (holding the stage's log and params file) becomes
-/// the entry described by `meta`. `stage` is the caller's index of the stage.
+/// One entry to commit, described by `meta`. `stage` is the caller's index of the stage.
 pub struct Job {
     pub stage: usize,
-    pub tmp: PathBuf,
     pub meta: EntryMeta,
+    pub from: Source,
+}
+
+/// Where the entry's log comes from.
+pub enum Source {
+    /// A local stage's temporary entry, already holding its log and params file.
+    Entry(PathBuf),
+    /// A Slurm job's log (written by Slurm on the shared filesystem), copied in.
+    Log(PathBuf),
 }
 
 pub struct Committer {
@@ -39,8 +46,14 @@ impl Committer {
                 // The stage's `status` record follows its entry (and is off the
                 // scheduler's path too: it is a new file on a cold run).
                 let m = &job.meta;
-                if let Err(e) = cache
-                    .commit_expected(&job.tmp, m, &workspace)
+                let tmp = match job.from {
+                    Source::Entry(tmp) => Ok(tmp),
+                    Source::Log(log) => cache.temp_dir(&m.key).inspect(|tmp| {
+                        let _ = std::fs::copy(log, tmp.join("log"));
+                    }),
+                };
+                if let Err(e) = tmp
+                    .and_then(|tmp| cache.commit(&tmp, m, &workspace))
                     .and_then(|()| cache.record_last(&m.stage, &m.key, &m.manifest))
                 {
                     let _ = report.send((job.stage, e));

@@ -11,7 +11,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use crate::cache::{Cache, CacheError, EntryMeta, Manifest, RunningRec, hash_outs};
-use crate::committer::{Committer, Job};
+use crate::committer::{Committer, Job, Source};
 use crate::dag::{Dag, select};
 use crate::fsutil::remove_path;
 use crate::hash::StatCache;
@@ -531,28 +531,25 @@ pub fn run(
                 }
                 _ => unreachable!("a stage ends the way it was started"),
             };
+            // Keyed by hashes taken here; copied, fsynced and published in the background.
+            let outcome = outcome.and_then(|()| {
+                hash_outs(&r.manifest.outs, &opts.workspace, &mut stats)
+                    .map_err(|e| format!("could not be hashed: {e}"))
+            });
             let outcome = match (outcome, &r.entry_tmp) {
-                // Keyed by hashes taken here; copied, fsynced and published in the background.
-                (Ok(()), Some(tmp)) => {
-                    match hash_outs(&r.manifest.outs, &opts.workspace, &mut stats) {
-                        Ok(outs) => {
-                            let meta = EntryMeta::new(&r.key, name, &r.manifest, outs, secs);
-                            committer.submit(Job {
-                                stage: i,
-                                tmp: tmp.clone(),
-                                meta: meta.clone(),
-                            });
-                            Ok(meta)
-                        }
-                        Err(e) => {
-                            let _ = remove_path(tmp);
-                            Err(format!("could not be hashed: {e}"))
-                        }
-                    }
+                (Ok(outs), tmp) => {
+                    let meta = EntryMeta::new(&r.key, name, &r.manifest, outs, secs);
+                    let from = match tmp {
+                        Some(tmp) => Source::Entry(tmp.clone()),
+                        None => Source::Log(log.clone()),
+                    };
+                    committer.submit(Job {
+                        stage: i,
+                        meta: meta.clone(),
+                        from,
+                    });
+                    Ok(meta)
                 }
-                (Ok(()), None) => cache
-                    .commit(&r.key, name, &r.manifest, &opts.workspace, Some(&log), secs)
-                    .map_err(|e| format!("could not be committed to the cache: {e}")),
                 (Err(e), tmp) => {
                     // A failed attempt's entry never appears; its log stays in logs/.
                     if let Some(tmp) = tmp {
@@ -572,10 +569,7 @@ pub fn run(
             }
             match outcome {
                 Ok(meta) => {
-                    // A local stage's record is written by the committer, after its entry.
-                    if r.entry_tmp.is_none() {
-                        cache.record_last(name, &r.key, &r.manifest)?;
-                    }
+                    // The stage's `state/last` record is written by the committer, after its entry.
                     summary.ran.push(name.clone());
                     progress.finished(name, secs);
                     state[i] = State::Done(Box::new(meta));
