@@ -35,13 +35,17 @@ pub fn median(v: &[f64]) -> f64 {
     s[s.len() / 2]
 }
 
-/// Writes the synthetic pipeline and its inputs into `dir`.
-pub fn generate(dir: &Path, width: usize, layers: usize) -> std::io::Result<PathBuf> {
-    let mut p = String::from("[pipeline]\nname = \"bench\"\n");
-    std::fs::create_dir_all(dir.join("in"))?;
-    for w in 0..width {
-        std::fs::write(dir.join(format!("in/{w}")), format!("{w}\n"))?;
-    }
+/// One stage of the synthetic pipeline.
+struct Stage {
+    name: String,
+    cmd: String,
+    deps: Vec<String>,
+    out: String,
+}
+
+/// The synthetic pipeline's stages, layer by layer: an order that respects the deps.
+fn stages(width: usize, layers: usize) -> Vec<Stage> {
+    let mut v = Vec::with_capacity(width * layers);
     for l in 0..layers {
         for w in 0..width {
             let deps = if l == 0 {
@@ -52,45 +56,55 @@ pub fn generate(dir: &Path, width: usize, layers: usize) -> std::io::Result<Path
                     format!("o/{}/{}", l - 1, (w + 1) % width),
                 ]
             };
-            let quoted: Vec<String> = deps.iter().map(|d| format!("\"{d}\"")).collect();
-            p.push_str(&format!(
-                "[stages.s{l}_{w}]\ncmd = \"mkdir -p o/{l} && cat {} > o/{l}/{w}\"\ndeps = [{}]\nouts = [\"o/{l}/{w}\"]\n",
-                deps.join(" "),
-                quoted.join(", ")
-            ));
+            let out = format!("o/{l}/{w}");
+            v.push(Stage {
+                name: format!("s{l}_{w}"),
+                cmd: format!("mkdir -p o/{l} && cat {} > {out}", deps.join(" ")),
+                deps,
+                out,
+            });
         }
+    }
+    v
+}
+
+/// Writes the synthetic pipeline and its inputs into `dir`.
+pub fn generate(dir: &Path, width: usize, layers: usize) -> std::io::Result<PathBuf> {
+    let mut p = String::from("[pipeline]\nname = \"bench\"\n");
+    write_inputs(dir, width)?;
+    for s in stages(width, layers) {
+        let quoted: Vec<String> = s.deps.iter().map(|d| format!("\"{d}\"")).collect();
+        p.push_str(&format!(
+            "[stages.{}]\ncmd = \"{}\"\ndeps = [{}]\nouts = [\"{}\"]\n",
+            s.name,
+            s.cmd,
+            quoted.join(", "),
+            s.out
+        ));
     }
     let file = dir.join("bench.toml");
     std::fs::write(&file, p)?;
     Ok(file)
 }
 
+fn write_inputs(dir: &Path, width: usize) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir.join("in"))?;
+    for w in 0..width {
+        std::fs::write(dir.join(format!("in/{w}")), format!("{w}\n"))?;
+    }
+    Ok(())
+}
+
 /// Runs every stage's command with `bash -c`, in order, in a fresh `dir`; returns seconds.
 fn commands_alone(dir: &Path, width: usize, layers: usize) -> anyhow::Result<f64> {
-    let file = generate(dir, width, layers)?;
-    let spec: toml::Table = toml::from_str(&std::fs::read_to_string(file)?)?;
-    let stages = spec["stages"].as_table().expect("generated above");
-    // Stage `s<layer>_<w>` reads only layer - 1: layer order respects the deps.
-    let layer = |name: &str| -> usize {
-        name[1..]
-            .split('_')
-            .next()
-            .and_then(|l| l.parse().ok())
-            .unwrap_or(0)
-    };
-    let mut named: Vec<(&String, &toml::Value)> = stages.iter().collect();
-    named.sort_by_key(|(n, _)| layer(n));
-    let cmds: Vec<&str> = named
-        .iter()
-        .filter_map(|(_, s)| s["cmd"].as_str())
-        .collect();
+    write_inputs(dir, width)?;
     let t = Instant::now();
-    for c in &cmds {
+    for s in stages(width, layers) {
         let st = Command::new("bash")
-            .args(["-c", c])
+            .args(["-c", &s.cmd])
             .current_dir(dir)
             .status()?;
-        anyhow::ensure!(st.success(), "`{c}` failed");
+        anyhow::ensure!(st.success(), "`{}` failed", s.cmd);
     }
     Ok(t.elapsed().as_secs_f64())
 }
