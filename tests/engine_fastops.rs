@@ -221,9 +221,13 @@ fn conv_step(
     }
 }
 
-const CONV_CASES: [([usize; 4], usize, usize, usize, usize, bool); 5] = [
+const CONV_CASES: [([usize; 4], usize, usize, usize, usize, bool); 7] = [
     // ResNet-like 3x3, batch over two weight-gradient chunks, with and without bias.
     ([11, 3, 9, 7], 4, 3, 1, 1, true),
+    // Rows of 8 and 16 pixels: the implicit GEMM (forward and input gradient), one with
+    // more kernel taps (270) than one k block of the micro-kernel.
+    ([9, 5, 6, 8], 7, 3, 1, 1, true),
+    ([2, 30, 4, 16], 13, 3, 1, 1, false),
     ([10, 6, 8, 8], 5, 3, 2, 1, false),
     // 1x1 stride 2 without padding, a 5x5 kernel with padding 2, a stride that skips pixels.
     ([3, 4, 6, 6], 2, 1, 2, 0, true),

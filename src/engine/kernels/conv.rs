@@ -1,5 +1,11 @@
 //! 2-D convolution (NCHW, groups 1, dilation 1) and its two backward passes on plain `f32`
-//! slices: im2col + GEMM per sample.
+//! slices, on the register-blocked GEMM of [`super::micro`]:
+//! - forward, stride 1 with output rows a multiple of 8: an implicit GEMM that reads a
+//!   zero-padded copy of each sample in place (no patch matrix); other shapes pack patch rows
+//!   straight into the micro-kernel's panels, in tiles of [`TILE_COLUMNS`] pixels;
+//! - input gradient, stride 1: a forward convolution of the output gradient with the flipped,
+//!   transposed weight (so the implicit path again); strided: W^T x dY per tile, then col2im;
+//! - weight gradient: the patch matrix read in place from the padded sample (any stride).
 //!
 //! Why not burn Flex's own convolution: it goes through a 3-D convolution, reshaping every
 //! input to 5-D with a strided copy, and its weight gradient is a convolution with swapped
@@ -9,7 +15,7 @@
 //! [`WEIGHT_CHUNK`] samples (weight gradient, whose partial sums are then added in chunk
 //! order), never over a sum by thread. The result is the same bits for any number of threads.
 
-use super::gemm::{Mat, MatMut, matmul};
+use super::micro::{self, ASource, BPanel, CBlock, NR, PackedA};
 use rayon::prelude::*;
 
 /// Samples per partial sum of the weight gradient. Fixed, so that the order of the sum over
@@ -66,7 +72,7 @@ impl ConvGeom {
         })
     }
 
-    /// Rows of the im2col matrix (Cin * kh * kw).
+    /// Rows of the patch matrix (Cin * kh * kw).
     pub fn k(&self) -> usize {
         self.cin * self.kh * self.kw
     }
@@ -97,18 +103,56 @@ impl ConvGeom {
     }
 }
 
-/// Output columns per im2col tile: the tile (`K x cols` floats) and its packed copy stay in
-/// the L2 cache instead of streaming a whole sample's patch matrix through memory.
+/// Output columns per tile of the packed path: the tile's packed patch matrix (`K x cols`
+/// floats) stays in the L2 cache instead of streaming a whole sample's through memory.
 pub const TILE_COLUMNS: usize = 256;
+
+/// How a forward convolution reads its input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Path {
+    /// Straight from a zero-padded copy of each sample (implicit GEMM, no im2col): stride 1
+    /// and output rows a multiple of 8 pixels, so that every 8 adjacent output pixels read 8
+    /// adjacent input values.
+    Implicit,
+    /// Patches copied into packed panels, tiles of about `columns` output pixels.
+    Packed { columns: usize },
+}
+
+impl ConvGeom {
+    fn path(&self) -> Path {
+        if self.stride == [1, 1] && self.wo.is_multiple_of(8) {
+            Path::Implicit
+        } else {
+            Path::Packed {
+                columns: TILE_COLUMNS,
+            }
+        }
+    }
+
+    /// The input gradient of a stride-1 convolution is itself a stride-1 convolution: of the
+    /// output gradient, padded by `k - 1 - pad`, with the weight flipped in space and its two
+    /// channel axes swapped. `None` for other strides (and padding wider than the kernel).
+    fn transposed(&self) -> Option<ConvGeom> {
+        if self.stride != [1, 1] || self.pad[0] >= self.kh || self.pad[1] >= self.kw {
+            return None;
+        }
+        ConvGeom::new(
+            [self.n, self.cout, self.ho, self.wo],
+            [self.cin, self.cout, self.kh, self.kw],
+            [1, 1],
+            [self.kh - 1 - self.pad[0], self.kw - 1 - self.pad[1]],
+        )
+    }
+
+    /// Kernel tap `k` (a row of the patch matrix) as (channel, ky, kx).
+    fn tap(&self, k: usize) -> (usize, usize, usize) {
+        (k / (self.kh * self.kw), k / self.kw % self.kh, k % self.kw)
+    }
+}
 
 /// Output rows per tile: whole rows, at least one, at most all.
 fn tile_rows(g: &ConvGeom, columns: usize) -> usize {
     (columns / g.wo.max(1)).clamp(1, g.ho.max(1))
-}
-
-/// The im2col buffer for tiles of `columns`.
-fn tile_buffer(g: &ConvGeom, columns: usize) -> Vec<f32> {
-    vec![0f32; g.k() * tile_rows(g, columns) * g.wo]
 }
 
 /// Output rows `[oy0, oy1)` of each tile.
@@ -120,43 +164,36 @@ fn tiles(g: &ConvGeom, columns: usize) -> impl Iterator<Item = (usize, usize)> +
         .map(move |oy0| (oy0, (oy0 + rows).min(ho)))
 }
 
-/// `col` (`[K, (oy1 - oy0) * Wo]`, row-major) = the patches of output rows `[oy0, oy1)` of one
-/// sample `x_n` (`[Cin, H, W]`).
-fn im2col(g: &ConvGeom, x_n: &[f32], (oy0, oy1): (usize, usize), col: &mut [f32]) {
+/// `dst` (`(oy1 - oy0) * Wo` values) = row `k` of the patch matrix of output rows
+/// `[oy0, oy1)` of one sample `x_n` (`[Cin, H, W]`): the input value under kernel tap `k`
+/// for each of those output pixels, zero where the tap falls in the padding.
+fn patch_row(g: &ConvGeom, x_n: &[f32], k: usize, (oy0, oy1): (usize, usize), dst: &mut [f32]) {
     let wo = g.wo;
-    let p = (oy1 - oy0) * wo;
-    for ci in 0..g.cin {
-        let plane = &x_n[ci * g.h * g.w..(ci + 1) * g.h * g.w];
-        for ky in 0..g.kh {
-            let (ylo, yhi, iy0) = ConvGeom::valid(g.ho, g.h, g.stride[0], g.pad[0], ky);
-            let (lo, hi) = (ylo.clamp(oy0, oy1), yhi.clamp(oy0, oy1));
-            for kx in 0..g.kw {
-                let (xlo, xhi, ix0) = ConvGeom::valid(g.wo, g.w, g.stride[1], g.pad[1], kx);
-                let row = (ci * g.kh + ky) * g.kw + kx;
-                let dst = &mut col[row * p..(row + 1) * p];
-                dst[..(lo - oy0) * wo].fill(0.0);
-                dst[(hi - oy0) * wo..].fill(0.0);
-                for oy in lo..hi {
-                    let iy = iy0 + (oy - ylo) * g.stride[0];
-                    let src = &plane[iy * g.w..(iy + 1) * g.w];
-                    let out = &mut dst[(oy - oy0) * wo..(oy - oy0 + 1) * wo];
-                    out[..xlo].fill(0.0);
-                    out[xhi..].fill(0.0);
-                    if g.stride[1] == 1 {
-                        out[xlo..xhi].copy_from_slice(&src[ix0..ix0 + (xhi - xlo)]);
-                    } else {
-                        for (j, o) in out[xlo..xhi].iter_mut().enumerate() {
-                            *o = src[ix0 + j * g.stride[1]];
-                        }
-                    }
-                }
+    let (ci, ky, kx) = g.tap(k);
+    let plane = &x_n[ci * g.h * g.w..(ci + 1) * g.h * g.w];
+    let (ylo, yhi, iy0) = ConvGeom::valid(g.ho, g.h, g.stride[0], g.pad[0], ky);
+    let (lo, hi) = (ylo.clamp(oy0, oy1), yhi.clamp(oy0, oy1));
+    let (xlo, xhi, ix0) = ConvGeom::valid(g.wo, g.w, g.stride[1], g.pad[1], kx);
+    dst[..(lo - oy0) * wo].fill(0.0);
+    dst[(hi - oy0) * wo..].fill(0.0);
+    for oy in lo..hi {
+        let iy = iy0 + (oy - ylo) * g.stride[0];
+        let src = &plane[iy * g.w..(iy + 1) * g.w];
+        let out = &mut dst[(oy - oy0) * wo..(oy - oy0 + 1) * wo];
+        out[..xlo].fill(0.0);
+        out[xhi..].fill(0.0);
+        if g.stride[1] == 1 {
+            out[xlo..xhi].copy_from_slice(&src[ix0..ix0 + (xhi - xlo)]);
+        } else {
+            for (j, o) in out[xlo..xhi].iter_mut().enumerate() {
+                *o = src[ix0 + j * g.stride[1]];
             }
         }
     }
 }
 
-/// `dx_n` (`[Cin, H, W]`) += the patches in `col` (as made by [`im2col`] for the same rows)
-/// put back where they came from.
+/// `dx_n` (`[Cin, H, W]`) += the patches in `col` (`[K, (oy1 - oy0) * Wo]`, row-major) put
+/// back where [`patch_row`] took them from.
 fn col2im(g: &ConvGeom, col: &[f32], (oy0, oy1): (usize, usize), dx_n: &mut [f32]) {
     let wo = g.wo;
     let p = (oy1 - oy0) * wo;
@@ -188,88 +225,241 @@ fn col2im(g: &ConvGeom, col: &[f32], (oy0, oy1): (usize, usize), dx_n: &mut [f32
     }
 }
 
-/// `y` (`[N, Cout, Ho, Wo]`) = conv(`x`, `weight`) + `bias`.
-pub fn forward(g: &ConvGeom, x: &[f32], weight: &[f32], bias: Option<&[f32]>, y: &mut [f32]) {
-    forward_tiled(g, x, weight, bias, y, TILE_COLUMNS)
+/// Copies `rows` (each `len` values) into packed panels of [`NR`] columns (`[panel][row][NR]`,
+/// zero-padded), as [`micro::gemm`] reads B.
+fn pack_rows<'a>(rows: impl ExactSizeIterator<Item = &'a [f32]>, len: usize, out: &mut Vec<f32>) {
+    let n = rows.len();
+    out.clear();
+    out.resize(len.div_ceil(NR) * n * NR, 0.0);
+    for (r, row) in rows.enumerate() {
+        for (j, chunk) in row[..len].chunks(NR).enumerate() {
+            out[(j * n + r) * NR..][..chunk.len()].copy_from_slice(chunk);
+        }
+    }
 }
 
-fn forward_tiled(
+/// The B panels of a packed `[panel][k][NR]` buffer with `k` steps and `cols` columns.
+fn packed_panel<'a>(data: &'a [f32], off: &'a [usize], cols: usize, j: usize) -> BPanel<'a> {
+    let start = j * off.len() * NR;
+    BPanel {
+        data,
+        off,
+        lo: start,
+        hi: start + 8,
+        cols: NR.min(cols - j * NR),
+    }
+}
+
+/// `y` (`[N, Cout, Ho, Wo]`) = conv(`x`, `weight`) + `bias`.
+pub fn forward(g: &ConvGeom, x: &[f32], weight: &[f32], bias: Option<&[f32]>, y: &mut [f32]) {
+    check(g, x, weight, y);
+    let a = PackedA::rows(weight, g.cout, g.k());
+    forward_with(g, x, &a, bias, y, g.path());
+}
+
+fn forward_with(
     g: &ConvGeom,
     x: &[f32],
-    weight: &[f32],
+    a: &PackedA,
     bias: Option<&[f32]>,
     y: &mut [f32],
-    columns: usize,
+    path: Path,
 ) {
-    check(g, x, weight, y);
+    assert_eq!(
+        (a.m(), a.k()),
+        (g.cout, g.k()),
+        "conv weight has the wrong shape"
+    );
+    assert_eq!(x.len(), g.n * g.in_len(), "conv input has the wrong length");
+    assert_eq!(
+        y.len(),
+        g.n * g.out_len(),
+        "conv output has the wrong length"
+    );
     let (k, p) = (g.k(), g.p());
-    y.par_chunks_mut(g.out_len())
-        .zip(x.par_chunks(g.in_len()))
-        .for_each_init(
-            || tile_buffer(g, columns),
-            |col, (y_n, x_n)| {
-                for (oy0, oy1) in tiles(g, columns) {
-                    let cols = (oy1 - oy0) * g.wo;
-                    let col = &mut col[..k * cols];
-                    im2col(g, x_n, (oy0, oy1), col);
-                    matmul(
-                        MatMut::columns(y_n, g.cout, p, oy0 * g.wo, cols),
-                        false,
-                        Mat::rows(weight, g.cout, k),
-                        Mat::rows(col, k, cols),
-                    );
-                }
-                if let Some(b) = bias {
-                    for (row, bv) in y_n.chunks_exact_mut(p).zip(b) {
-                        row.iter_mut().for_each(|v| *v += bv);
+    let per_sample = |y_n: &mut [f32], x_n: &[f32], buf: &mut Buffers| match path {
+        Path::Implicit => {
+            buf.pad(g, x_n);
+            let wp = g.w + 2 * g.pad[1];
+            let base = |c: usize| (c / g.wo) * wp + c % g.wo;
+            let (padded, off) = (&buf.padded, &buf.taps);
+            micro::gemm(
+                CBlock {
+                    data: y_n,
+                    start: 0,
+                    ldc: p,
+                    rows: g.cout,
+                    cols: p,
+                },
+                false,
+                ASource::Packed(a),
+                p.div_ceil(NR),
+                |j| {
+                    let c0 = j * NR;
+                    let cols = NR.min(p - c0);
+                    // Output rows are a multiple of 8 pixels, so a panel is 8 or 16 pixels,
+                    // each run of 8 inside one output row.
+                    BPanel {
+                        data: padded,
+                        off,
+                        lo: base(c0),
+                        hi: base(c0 + cols - 8),
+                        cols,
+                    }
+                },
+            );
+        }
+        Path::Packed { columns } => {
+            if buf.off.len() != k {
+                buf.off = micro::packed_offsets(k);
+            }
+            for (oy0, oy1) in tiles(g, columns) {
+                let cols = (oy1 - oy0) * g.wo;
+                buf.row.resize(cols, 0.0);
+                let panels = cols.div_ceil(NR);
+                buf.packed.clear();
+                buf.packed.resize(panels * k * NR, 0.0);
+                for kk in 0..k {
+                    patch_row(g, x_n, kk, (oy0, oy1), &mut buf.row);
+                    for (j, chunk) in buf.row.chunks(NR).enumerate() {
+                        buf.packed[(j * k + kk) * NR..][..chunk.len()].copy_from_slice(chunk);
                     }
                 }
-            },
-        );
+                let (packed, off) = (&buf.packed, &buf.off);
+                micro::gemm(
+                    CBlock {
+                        data: y_n,
+                        start: oy0 * g.wo,
+                        ldc: p,
+                        rows: g.cout,
+                        cols,
+                    },
+                    false,
+                    ASource::Packed(a),
+                    panels,
+                    |j| packed_panel(packed, off, cols, j),
+                );
+            }
+        }
+    };
+    y.par_chunks_mut(g.out_len())
+        .zip(x.par_chunks(g.in_len()))
+        .for_each_init(Buffers::default, |buf, (y_n, x_n)| {
+            per_sample(y_n, x_n, buf);
+            if let Some(b) = bias {
+                for (row, bv) in y_n.chunks_exact_mut(p).zip(b) {
+                    row.iter_mut().for_each(|v| *v += bv);
+                }
+            }
+        });
+}
+
+/// Per-thread scratch space of the kernels, reused across samples.
+#[derive(Default)]
+struct Buffers {
+    /// A zero-padded sample (`[Cin, H + 2 pad, W + 2 pad]`), for the implicit paths.
+    padded: Vec<f32>,
+    /// The offset in `padded` of each kernel tap, relative to its output pixel's.
+    taps: Vec<usize>,
+    /// B's offset table (packed path).
+    off: Vec<usize>,
+    /// Packed B panels.
+    packed: Vec<f32>,
+    /// One row of a patch matrix.
+    row: Vec<f32>,
+    /// A tile's patch-matrix gradient (input gradient of strided convolutions).
+    col: Vec<f32>,
+}
+
+impl Buffers {
+    /// Copies sample `x_n` into the middle of `padded` (and sets up `taps` on first use).
+    fn pad(&mut self, g: &ConvGeom, x_n: &[f32]) {
+        let (hp, wp) = (g.h + 2 * g.pad[0], g.w + 2 * g.pad[1]);
+        if self.padded.len() != g.cin * hp * wp {
+            self.padded = vec![0f32; g.cin * hp * wp];
+            self.taps = (0..g.k())
+                .map(|kk| {
+                    let (ci, ky, kx) = g.tap(kk);
+                    (ci * hp + ky) * wp + kx
+                })
+                .collect();
+        }
+        // The borders stay zero from the allocation; only the interior is rewritten.
+        for (ci, plane) in x_n.chunks_exact(g.h * g.w).enumerate() {
+            for (iy, row) in plane.chunks_exact(g.w).enumerate() {
+                let at = (ci * hp + iy + g.pad[0]) * wp + g.pad[1];
+                self.padded[at..at + g.w].copy_from_slice(row);
+            }
+        }
+    }
 }
 
 /// `dx` (`[N, Cin, H, W]`) = the gradient of the input, from `dy` (`[N, Cout, Ho, Wo]`).
 pub fn backward_input(g: &ConvGeom, dy: &[f32], weight: &[f32], dx: &mut [f32]) {
-    backward_input_tiled(g, dy, weight, dx, TILE_COLUMNS)
+    check(g, dx, weight, dy);
+    match g.transposed() {
+        Some(t) => {
+            // W'[ci][co][ky][kx] = W[co][ci][kh-1-ky][kw-1-kx].
+            let a = PackedA::new(g.cin, t.k(), |ci, kk| {
+                let (co, ky, kx) = t.tap(kk);
+                weight[((co * g.cin + ci) * g.kh + g.kh - 1 - ky) * g.kw + g.kw - 1 - kx]
+            });
+            forward_with(&t, dy, &a, None, dx, t.path());
+        }
+        None => backward_input_strided(g, dy, weight, dx, TILE_COLUMNS),
+    }
 }
 
-fn backward_input_tiled(g: &ConvGeom, dy: &[f32], weight: &[f32], dx: &mut [f32], columns: usize) {
-    check(g, dx, weight, dy);
+/// The input gradient of a strided convolution: per tile, the patch matrix's gradient
+/// W^T x dY, put back by [`col2im`].
+fn backward_input_strided(
+    g: &ConvGeom,
+    dy: &[f32],
+    weight: &[f32],
+    dx: &mut [f32],
+    columns: usize,
+) {
     let (k, p) = (g.k(), g.p());
+    let a = PackedA::new(k, g.cout, |r, co| weight[co * k + r]);
     dx.par_chunks_mut(g.in_len())
         .zip(dy.par_chunks(g.out_len()))
-        .for_each_init(
-            || tile_buffer(g, columns),
-            |dcol, (dx_n, dy_n)| {
-                dx_n.fill(0.0);
-                for (oy0, oy1) in tiles(g, columns) {
-                    let cols = (oy1 - oy0) * g.wo;
-                    let dcol = &mut dcol[..k * cols];
-                    // dcol = W^T (K x Cout) * dy_n[:, tile] (Cout x cols)
-                    matmul(
-                        MatMut::rows(dcol, k, cols),
-                        false,
-                        Mat::transposed(weight, k, g.cout),
-                        Mat::columns(dy_n, g.cout, p, oy0 * g.wo, cols),
-                    );
-                    col2im(g, dcol, (oy0, oy1), dx_n);
-                }
-            },
-        );
+        .for_each_init(Buffers::default, |buf, (dx_n, dy_n)| {
+            dx_n.fill(0.0);
+            if buf.off.len() != g.cout {
+                buf.off = micro::packed_offsets(g.cout);
+            }
+            for (oy0, oy1) in tiles(g, columns) {
+                let cols = (oy1 - oy0) * g.wo;
+                let rows = (0..g.cout).map(|co| &dy_n[co * p + oy0 * g.wo..][..cols]);
+                pack_rows(rows, cols, &mut buf.packed);
+                buf.col.resize(k * cols, 0.0);
+                let (packed, off) = (&buf.packed, &buf.off);
+                micro::gemm(
+                    CBlock {
+                        data: &mut buf.col,
+                        start: 0,
+                        ldc: cols,
+                        rows: k,
+                        cols,
+                    },
+                    false,
+                    ASource::Packed(&a),
+                    cols.div_ceil(NR),
+                    |j| packed_panel(packed, off, cols, j),
+                );
+                col2im(g, &buf.col, (oy0, oy1), dx_n);
+            }
+        });
 }
 
 /// The gradients of the weight (`[Cout, Cin, kh, kw]`) and of the bias (`[Cout]`, summed over
 /// samples and pixels in a fixed order).
+///
+/// dW^T (K x Cout) += patches (K x P) * dY^T (P x Cout) per sample, where the patch matrix is
+/// never built: row `k` of it at pixel `c` is the padded input at `taps[k] + pixel[c]`, read in
+/// place by the micro-kernel (any stride), and dY^T is packed per sample (Cout x P values,
+/// 1/K of the work).
 pub fn backward_weight(g: &ConvGeom, x: &[f32], dy: &[f32]) -> (Vec<f32>, Vec<f32>) {
-    backward_weight_tiled(g, x, dy, TILE_COLUMNS)
-}
-
-fn backward_weight_tiled(
-    g: &ConvGeom,
-    x: &[f32],
-    dy: &[f32],
-    columns: usize,
-) -> (Vec<f32>, Vec<f32>) {
     assert_eq!(x.len(), g.n * g.in_len(), "conv input has the wrong length");
     assert_eq!(
         dy.len(),
@@ -277,39 +467,59 @@ fn backward_weight_tiled(
         "conv output gradient has the wrong length"
     );
     let (k, p) = (g.k(), g.p());
+    let wp = g.w + 2 * g.pad[1];
+    let pixel: Vec<usize> = (0..p)
+        .map(|c| (c / g.wo) * g.stride[0] * wp + (c % g.wo) * g.stride[1])
+        .collect();
     let chunks = g.n.div_ceil(WEIGHT_CHUNK);
     let partials: Vec<Vec<f32>> = (0..chunks)
         .into_par_iter()
-        .map_init(
-            || tile_buffer(g, columns),
-            |col, c| {
-                let mut acc = vec![0f32; g.cout * k];
-                let mut first = true;
-                for i in c * WEIGHT_CHUNK..g.n.min((c + 1) * WEIGHT_CHUNK) {
-                    let x_i = &x[i * g.in_len()..(i + 1) * g.in_len()];
-                    let dy_i = &dy[i * g.out_len()..(i + 1) * g.out_len()];
-                    for (oy0, oy1) in tiles(g, columns) {
-                        let cols = (oy1 - oy0) * g.wo;
-                        let col = &mut col[..k * cols];
-                        im2col(g, x_i, (oy0, oy1), col);
-                        // acc += dy_i[:, tile] (Cout x cols) * col^T (cols x K). (The
-                        // transposed form, acc^T += col * dy^T, measured slower.)
-                        matmul(
-                            MatMut::rows(&mut acc, g.cout, k),
-                            !first,
-                            Mat::columns(dy_i, g.cout, p, oy0 * g.wo, cols),
-                            Mat::transposed(col, cols, k),
-                        );
-                        first = false;
+        .map_init(Buffers::default, |buf, c| {
+            let mut acc = vec![0f32; k * g.cout];
+            if buf.off.len() != p {
+                buf.off = micro::packed_offsets(p);
+            }
+            for (first, i) in (c * WEIGHT_CHUNK..g.n.min((c + 1) * WEIGHT_CHUNK)).enumerate() {
+                buf.pad(g, &x[i * g.in_len()..(i + 1) * g.in_len()]);
+                let dy_i = &dy[i * g.out_len()..(i + 1) * g.out_len()];
+                // dY^T in panels of NR output channels: [panel][pixel][NR].
+                buf.packed.clear();
+                buf.packed.resize(g.cout.div_ceil(NR) * p * NR, 0.0);
+                for (co, row) in dy_i.chunks_exact(p).enumerate() {
+                    let panel = &mut buf.packed[(co / NR) * p * NR..];
+                    for (c, v) in row.iter().enumerate() {
+                        panel[c * NR + co % NR] = *v;
                     }
                 }
-                acc
-            },
-        )
+                let (packed, off) = (&buf.packed, &buf.off);
+                micro::gemm(
+                    CBlock {
+                        data: &mut acc,
+                        start: 0,
+                        ldc: g.cout,
+                        rows: k,
+                        cols: g.cout,
+                    },
+                    first > 0,
+                    ASource::Gather {
+                        data: &buf.padded,
+                        rows: &buf.taps,
+                        off: &pixel,
+                    },
+                    g.cout.div_ceil(NR),
+                    |j| packed_panel(packed, off, g.cout, j),
+                );
+            }
+            acc
+        })
         .collect();
     let mut dw = vec![0f32; g.cout * k];
     for part in &partials {
-        dw.iter_mut().zip(part).for_each(|(d, v)| *d += v);
+        for (kk, row) in part.chunks_exact(g.cout).enumerate() {
+            for (co, v) in row.iter().enumerate() {
+                dw[co * k + kk] += v;
+            }
+        }
     }
     let mut db = vec![0f32; g.cout];
     for dy_n in dy.chunks_exact(g.out_len()) {
@@ -386,11 +596,25 @@ mod tests {
             let wv: Vec<f32> = (0..g.cout * g.k())
                 .map(|i| ((i * 53 % 19) as f32 - 9.0) / 5.0)
                 .collect();
+            let dy: Vec<f32> = (0..g.n * g.out_len())
+                .map(|i| ((i * 29 % 17) as f32 - 8.0) / 3.0)
+                .collect();
             let mut y = vec![f32::NAN; g.n * g.out_len()];
             forward(&g, &xv, &wv, None, &mut y);
-            let want = naive(&g, &xv, &wv);
-            for (a, b) in y.iter().zip(&want) {
-                assert!((a - b).abs() <= 1e-4 * (1.0 + b.abs()), "{g:?}: {a} vs {b}");
+            let mut dx = vec![f32::NAN; g.n * g.in_len()];
+            backward_input(&g, &dy, &wv, &mut dx);
+            let (dw, _) = backward_weight(&g, &xv, &dy);
+            for (what, got, want) in [
+                ("forward", y, naive(&g, &xv, &wv)),
+                ("input gradient", dx, naive_input_gradient(&g, &dy, &wv)),
+                ("weight gradient", dw, naive_weight_gradient(&g, &xv, &dy)),
+            ] {
+                for (a, b) in got.iter().zip(&want) {
+                    assert!(
+                        (a - b).abs() <= 1e-4 * (1.0 + b.abs()),
+                        "{g:?} {what}: {a} vs {b}"
+                    );
+                }
             }
         }
     }
@@ -409,13 +633,13 @@ mod tests {
         let dy: Vec<f32> = (0..g.n * g.out_len())
             .map(|i| ((i * 29 % 17) as f32 - 8.0) / 3.0)
             .collect();
+        let a = PackedA::rows(&w, g.cout, g.k());
         let run = |columns: usize| {
             let mut y = vec![0f32; g.n * g.out_len()];
-            forward_tiled(&g, &x, &w, None, &mut y, columns);
+            forward_with(&g, &x, &a, None, &mut y, Path::Packed { columns });
             let mut dx = vec![0f32; g.n * g.in_len()];
-            backward_input_tiled(&g, &dy, &w, &mut dx, columns);
-            let (dw, _) = backward_weight_tiled(&g, &x, &dy, columns);
-            (y, dx, dw)
+            backward_input_strided(&g, &dy, &w, &mut dx, columns);
+            (y, dx)
         };
         let whole = run(usize::MAX / 2);
         let close = |a: &[f32], b: &[f32]| {
@@ -430,15 +654,119 @@ mod tests {
                 close(&t.1, &whole.1),
                 "input gradient, {columns} columns per tile"
             );
-            assert!(
-                close(&t.2, &whole.2),
-                "weight gradient, {columns} columns per tile"
-            );
         }
         assert!(
             close(&whole.0, &naive(&g, &x, &w)),
             "forward against the definition"
         );
+    }
+
+    /// The weight gradient by its definition: the sum over samples and output pixels of
+    /// dy times the input under each tap.
+    fn naive_weight_gradient(g: &ConvGeom, x: &[f32], dy: &[f32]) -> Vec<f32> {
+        let mut dw = vec![0f32; g.cout * g.k()];
+        for co in 0..g.cout {
+            for kk in 0..g.k() {
+                let (ci, ky, kx) = g.tap(kk);
+                let mut s = 0f64;
+                for n in 0..g.n {
+                    for oy in 0..g.ho {
+                        for ox in 0..g.wo {
+                            let iy = (oy * g.stride[0] + ky) as isize - g.pad[0] as isize;
+                            let ix = (ox * g.stride[1] + kx) as isize - g.pad[1] as isize;
+                            if iy < 0 || ix < 0 || iy >= g.h as isize || ix >= g.w as isize {
+                                continue;
+                            }
+                            let xv = x[((n * g.cin + ci) * g.h + iy as usize) * g.w + ix as usize];
+                            let d = dy[((n * g.cout + co) * g.ho + oy) * g.wo + ox];
+                            s += (xv * d) as f64;
+                        }
+                    }
+                }
+                dw[co * g.k() + kk] = s as f32;
+            }
+        }
+        dw
+    }
+
+    /// The input gradient by its definition: dx[n][ci][iy][ix] = sum of w * dy over the
+    /// output pixels whose patch covers (iy, ix).
+    fn naive_input_gradient(g: &ConvGeom, dy: &[f32], w: &[f32]) -> Vec<f32> {
+        let mut dx = vec![0f32; g.n * g.in_len()];
+        for n in 0..g.n {
+            for co in 0..g.cout {
+                for oy in 0..g.ho {
+                    for ox in 0..g.wo {
+                        let d = dy[((n * g.cout + co) * g.ho + oy) * g.wo + ox];
+                        for ci in 0..g.cin {
+                            for ky in 0..g.kh {
+                                for kx in 0..g.kw {
+                                    let iy = (oy * g.stride[0] + ky) as isize - g.pad[0] as isize;
+                                    let ix = (ox * g.stride[1] + kx) as isize - g.pad[1] as isize;
+                                    if iy < 0 || ix < 0 || iy >= g.h as isize || ix >= g.w as isize
+                                    {
+                                        continue;
+                                    }
+                                    let wv = w[((co * g.cin + ci) * g.kh + ky) * g.kw + kx];
+                                    dx[((n * g.cin + ci) * g.h + iy as usize) * g.w
+                                        + ix as usize] += wv * d;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        dx
+    }
+
+    /// Stride-1 shapes whose rows are a multiple of 8 take the implicit path (forward, and
+    /// the input gradient as a transposed convolution); it gives what the packed path and the
+    /// definitions give, including k > one block of micro::KC and partial micro-tiles.
+    #[test]
+    fn implicit_and_packed_paths_agree_with_the_definitions() {
+        for (x, w, p) in [
+            ([3, 5, 6, 8], [7, 5, 3, 3], [1, 1]),
+            ([2, 30, 4, 16], [13, 30, 3, 3], [1, 1]),
+            ([2, 6, 5, 8], [8, 6, 1, 1], [0, 0]),
+            ([1, 2, 6, 16], [3, 2, 5, 5], [2, 2]),
+        ] {
+            let g = ConvGeom::new(x, w, [1, 1], p).unwrap();
+            assert_eq!(g.path(), Path::Implicit, "{g:?}");
+            let xv: Vec<f32> = (0..g.n * g.in_len())
+                .map(|i| ((i * 37 % 23) as f32 - 11.0) / 7.0)
+                .collect();
+            let wv: Vec<f32> = (0..g.cout * g.k())
+                .map(|i| ((i * 53 % 19) as f32 - 9.0) / 5.0)
+                .collect();
+            let dy: Vec<f32> = (0..g.n * g.out_len())
+                .map(|i| ((i * 29 % 17) as f32 - 8.0) / 3.0)
+                .collect();
+            let a = PackedA::rows(&wv, g.cout, g.k());
+            let close = |a: &[f32], b: &[f32], what: &str| {
+                for (i, (a, b)) in a.iter().zip(b).enumerate() {
+                    assert!(
+                        (a - b).abs() <= 1e-4 * (1.0 + b.abs()),
+                        "{g:?} {what} [{i}]: {a} vs {b}"
+                    );
+                }
+            };
+            let want = naive(&g, &xv, &wv);
+            for path in [Path::Implicit, Path::Packed { columns: 7 }] {
+                let mut y = vec![f32::NAN; g.n * g.out_len()];
+                forward_with(&g, &xv, &a, None, &mut y, path);
+                close(&y, &want, &format!("forward {path:?}"));
+            }
+            let want = naive_input_gradient(&g, &dy, &wv);
+            let mut dx = vec![f32::NAN; g.n * g.in_len()];
+            backward_input(&g, &dy, &wv, &mut dx);
+            close(&dx, &want, "input gradient, transposed");
+            let mut dx = vec![f32::NAN; g.n * g.in_len()];
+            backward_input_strided(&g, &dy, &wv, &mut dx, 7);
+            close(&dx, &want, "input gradient, col2im");
+            let (dw, _) = backward_weight(&g, &xv, &dy);
+            close(&dw, &naive_weight_gradient(&g, &xv, &dy), "weight gradient");
+        }
     }
 
     #[test]

@@ -17,7 +17,7 @@ pub mod batchnorm;
 pub mod bench;
 pub mod conv;
 mod flex;
-mod gemm;
+mod micro;
 pub mod profile;
 pub mod rmsprop;
 
@@ -62,7 +62,7 @@ fn same<T: 'static, U: 'static>(value: T) -> U {
     cast(value).unwrap_or_else(|_| unreachable!("a module's tensors share one backend"))
 }
 
-/// `conv.forward(x)`, by the im2col + GEMM kernels on the CPU backend.
+/// `conv.forward(x)`, by the convolution kernels (`conv.rs`) on the CPU backend.
 pub fn conv2d<B: Backend>(conv: &Conv2d<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
     let pad = match conv.padding {
         PaddingConfig2d::Explicit(t, l, b, r) if t == b && l == r => Some([t, l]),

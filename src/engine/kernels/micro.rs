@@ -1,0 +1,656 @@
+//! A register-blocked GEMM for the convolution kernels: `C (m x n) (+)= A (m x k) * B (k x n)`
+//! computed in micro-tiles of [`MR`] rows by [`NR`] columns held in 12 AVX registers.
+//!
+//! Why not the `gemm` crate alone: it packs both operands on every call. For a convolution
+//! that means copying the im2col matrix a second time and repacking the same weights for
+//! every tile and sample; in a ResNet-20 step only ~30 % of the time was its micro-kernel
+//! (docs/performance.md). Here `A` is packed by the caller once per call ([`PackedA`]) and `B`
+//! is read wherever it already is: each k-step's 16 columns are two 8-float vectors at
+//! `lo + off[k]` and `hi + off[k]` of one slice ([`BPanel`]). That covers a packed panel
+//! (`off[k] = 16 k`) and, for a stride-1 convolution, the zero-padded input itself (`off[k]`
+//! = the input offset of kernel tap `k`, `lo`/`hi` = where two runs of 8 output pixels start):
+//! an implicit GEMM with no im2col at all.
+//!
+//! Determinism: each element of C is one sum over k in increasing order (per k block, the
+//! blocks in increasing order), independent of threads. The AVX2 path fuses multiply-add and
+//! the portable path does not, so the two differ in the last bits; a machine always takes the
+//! same one.
+
+/// Rows of a micro-tile.
+pub const MR: usize = 6;
+/// Columns of a micro-tile (two 8-float vectors).
+pub const NR: usize = 16;
+/// k-steps per block: a packed B panel of a block (16 x 256 floats) stays in L1.
+pub const KC: usize = 256;
+
+/// `A` packed in panels of [`MR`] rows: element (r, k) of panel `i` is at
+/// `(i * k_len + k) * MR + r`; rows past `m` are zero.
+pub struct PackedA {
+    data: Vec<f32>,
+    m: usize,
+    k: usize,
+}
+
+impl PackedA {
+    /// Packs the `m x k` matrix whose element (r, k) is `at(r, k)`.
+    pub fn new(m: usize, k: usize, at: impl Fn(usize, usize) -> f32) -> Self {
+        let mut p = PackedA {
+            data: Vec::new(),
+            m: 0,
+            k: 0,
+        };
+        p.repack(m, k, at);
+        p
+    }
+
+    /// Packs again into the same buffer (no allocation when it is large enough).
+    pub fn repack(&mut self, m: usize, k: usize, at: impl Fn(usize, usize) -> f32) {
+        let panels = m.div_ceil(MR);
+        self.data.clear();
+        self.data.resize(panels * k * MR, 0.0);
+        for i in 0..panels {
+            let rows = MR.min(m - i * MR);
+            let panel = &mut self.data[i * k * MR..(i + 1) * k * MR];
+            for r in 0..rows {
+                for (kk, v) in panel.iter_mut().skip(r).step_by(MR).enumerate() {
+                    *v = at(i * MR + r, kk);
+                }
+            }
+        }
+        self.m = m;
+        self.k = k;
+    }
+
+    /// Packs a row-major `m x k` matrix.
+    pub fn rows(a: &[f32], m: usize, k: usize) -> Self {
+        assert_eq!(a.len(), m * k, "packed A: wrong length");
+        Self::new(m, k, |r, kk| a[r * k + kk])
+    }
+
+    pub fn m(&self) -> usize {
+        self.m
+    }
+    pub fn k(&self) -> usize {
+        self.k
+    }
+
+    fn panel(&self, i: usize) -> &[f32] {
+        &self.data[i * self.k * MR..(i + 1) * self.k * MR]
+    }
+}
+
+/// Where the [`NR`] columns of B of every k-step are: `data[lo + off[k]..][..8]` and
+/// `data[hi + off[k]..][..8]`. Only the first `cols` columns are used (the rest may be
+/// anything readable).
+#[derive(Clone, Copy)]
+pub struct BPanel<'a> {
+    pub data: &'a [f32],
+    pub off: &'a [usize],
+    pub lo: usize,
+    pub hi: usize,
+    pub cols: usize,
+}
+
+/// `off[k] = NR * k`: the offsets of a packed panel (`[k][NR]`).
+pub fn packed_offsets(k: usize) -> Vec<usize> {
+    (0..k).map(|kk| kk * NR).collect()
+}
+
+/// A writable row-major block of C: `rows x cols` at `data[start..]`, rows `ldc` apart.
+pub struct CBlock<'a> {
+    pub data: &'a mut [f32],
+    pub start: usize,
+    pub ldc: usize,
+    pub rows: usize,
+    pub cols: usize,
+}
+
+/// Where A comes from.
+#[derive(Clone, Copy)]
+pub enum ASource<'a> {
+    /// Packed by the caller.
+    Packed(&'a PackedA),
+    /// Read in place: element (r, k) is `data[rows[r] + off[k]]` (for a convolution's weight
+    /// gradient: row r a kernel tap, k an output pixel, `data` the zero-padded input).
+    Gather {
+        data: &'a [f32],
+        rows: &'a [usize],
+        off: &'a [usize],
+    },
+}
+
+impl ASource<'_> {
+    fn shape(&self) -> (usize, usize) {
+        match self {
+            ASource::Packed(a) => (a.m, a.k),
+            ASource::Gather { rows, off, .. } => (rows.len(), off.len()),
+        }
+    }
+}
+
+/// `C (+)= A * B` where B's column panels are `panel(0)`, `panel(1)`, ... each [`NR`] columns
+/// wide (the last may be narrower: its `cols`). `accumulate`: add to C instead of
+/// overwriting it. The k dimension is worked in blocks of [`KC`].
+pub fn gemm<'b>(
+    c: CBlock<'_>,
+    accumulate: bool,
+    a: ASource<'_>,
+    panels: usize,
+    panel: impl Fn(usize) -> BPanel<'b>,
+) {
+    let (m, k) = a.shape();
+    assert_eq!(c.rows, m, "micro gemm: C has {} rows, A {m}", c.rows);
+    if m == 0 || c.cols == 0 {
+        return;
+    }
+    assert!(c.cols <= c.ldc || m == 1, "micro gemm: rows of C overlap");
+    assert!(
+        c.start + (m - 1) * c.ldc + c.cols <= c.data.len(),
+        "micro gemm: C overruns its slice"
+    );
+    if let ASource::Gather { data, rows, off } = a {
+        let top = rows.iter().max().copied().unwrap_or(0) + off.iter().max().copied().unwrap_or(0);
+        assert!(
+            k == 0 || top < data.len(),
+            "micro gemm: A overruns its slice"
+        );
+    }
+    let bs: Vec<BPanel<'b>> = (0..panels).map(&panel).collect();
+    let mut col0 = 0;
+    // Panels usually share one offset table: its maximum is computed once.
+    let mut max_off: Option<(*const usize, usize)> = None;
+    for b in &bs {
+        assert!(
+            b.cols >= 1 && b.cols <= NR,
+            "micro gemm: a panel of {} columns",
+            b.cols
+        );
+        assert_eq!(
+            b.off.len(),
+            k,
+            "micro gemm: B has {} k-steps, A {k}",
+            b.off.len()
+        );
+        let top = match max_off {
+            Some((p, top)) if p == b.off.as_ptr() => top,
+            _ => {
+                let top = b.off.iter().copied().max().unwrap_or(0);
+                max_off = Some((b.off.as_ptr(), top));
+                top
+            }
+        };
+        let last = top + b.lo.max(b.hi) + 8;
+        assert!(
+            k == 0 || last <= b.data.len(),
+            "micro gemm: a B panel overruns its slice"
+        );
+        col0 += b.cols;
+    }
+    assert_eq!(
+        col0, c.cols,
+        "micro gemm: panels cover {col0} of {} columns",
+        c.cols
+    );
+    if k == 0 {
+        if !accumulate {
+            for r in 0..m {
+                let s = c.start + r * c.ldc;
+                c.data[s..s + c.cols].fill(0.0);
+            }
+        }
+        return;
+    }
+    let fma = fma_available();
+    for k0 in (0..k).step_by(KC) {
+        let k1 = (k0 + KC).min(k);
+        let mut col = 0;
+        for b in &bs {
+            for i in 0..m.div_ceil(MR) {
+                let rows = MR.min(m - i * MR);
+                let a = match a {
+                    ASource::Packed(p) => TileA::Packed(&p.panel(i)[k0 * MR..k1 * MR]),
+                    ASource::Gather { data, rows: r, off } => {
+                        // Rows past m repeat the panel's first row; they are not stored.
+                        let mut at = [r[i * MR]; MR];
+                        at[..rows].copy_from_slice(&r[i * MR..i * MR + rows]);
+                        TileA::Gather {
+                            data,
+                            rows: at,
+                            off: &off[k0..k1],
+                        }
+                    }
+                };
+                let tile = Tile {
+                    a,
+                    b: BPanel {
+                        off: &b.off[k0..k1],
+                        ..*b
+                    },
+                    rows,
+                    accumulate: accumulate || k0 > 0,
+                };
+                // The tile's last element lies inside C (checked above for the whole block).
+                let at = c.start + i * MR * c.ldc + col;
+                tile.run(fma, &mut c.data[at..], c.ldc);
+            }
+            col += b.cols;
+        }
+    }
+}
+
+/// A micro-tile's rows of A.
+#[derive(Clone, Copy)]
+enum TileA<'a> {
+    /// `[k][MR]`.
+    Packed(&'a [f32]),
+    /// Element (r, k) at `data[rows[r] + off[k]]`.
+    Gather {
+        data: &'a [f32],
+        rows: [usize; MR],
+        off: &'a [usize],
+    },
+}
+
+/// One micro-tile's work: rows x b.cols of C, over the k-steps of `a` and `b.off`.
+struct Tile<'a> {
+    a: TileA<'a>,
+    b: BPanel<'a>,
+    rows: usize,
+    accumulate: bool,
+}
+
+/// Reads of A in the AVX2 kernel: the address of element (r, k).
+trait RowsOfA: Copy {
+    /// # Safety
+    /// (r, k) must be inside the tile (bounds were checked by `gemm`).
+    unsafe fn at(self, r: usize, k: usize) -> *const f32;
+}
+
+#[derive(Clone, Copy)]
+struct PackedRows(*const f32);
+
+impl RowsOfA for PackedRows {
+    #[inline(always)]
+    unsafe fn at(self, r: usize, k: usize) -> *const f32 {
+        // SAFETY: see the trait.
+        unsafe { self.0.add(k * MR + r) }
+    }
+}
+
+#[derive(Clone, Copy)]
+struct GatheredRows {
+    data: *const f32,
+    rows: [usize; MR],
+    off: *const usize,
+}
+
+impl RowsOfA for GatheredRows {
+    #[inline(always)]
+    unsafe fn at(self, r: usize, k: usize) -> *const f32 {
+        // SAFETY: see the trait.
+        unsafe { self.data.add(self.rows[r] + *self.off.add(k)) }
+    }
+}
+
+impl Tile<'_> {
+    fn run(&self, fma: bool, c: &mut [f32], ldc: usize) {
+        debug_assert!(self.rows >= 1 && (self.rows - 1) * ldc + self.b.cols <= c.len());
+        #[cfg(target_arch = "x86_64")]
+        if fma {
+            // SAFETY: the CPU has AVX2 and FMA (checked by `fma_available`); every address
+            // the kernel reads or writes was bounds-checked by `gemm` (A: the panel slice,
+            // or max(rows) + max(off) < len; B: max(off) + max(lo, hi) + 8 <= len; C: rows
+            // and cols inside the slice).
+            unsafe {
+                match self.a {
+                    TileA::Packed(a) => self.run_fma(PackedRows(a.as_ptr()), c, ldc),
+                    TileA::Gather { data, rows, off } => self.run_fma(
+                        GatheredRows {
+                            data: data.as_ptr(),
+                            rows,
+                            off: off.as_ptr(),
+                        },
+                        c,
+                        ldc,
+                    ),
+                }
+            };
+            return;
+        }
+        let _ = fma;
+        self.run_portable(c, ldc);
+    }
+
+    fn store(&self, acc: &[[f32; NR]; MR], c: &mut [f32], ldc: usize) {
+        for (r, row) in acc.iter().enumerate().take(self.rows) {
+            let dst = &mut c[r * ldc..r * ldc + self.b.cols];
+            if self.accumulate {
+                dst.iter_mut().zip(row).for_each(|(d, v)| *d += v);
+            } else {
+                dst.copy_from_slice(&row[..self.b.cols]);
+            }
+        }
+    }
+
+    /// The same sums in plain Rust (separate multiply and add), for CPUs without FMA.
+    fn run_portable(&self, c: &mut [f32], ldc: usize) {
+        let b = &self.b;
+        let mut acc = [[0f32; NR]; MR];
+        for (kk, &o) in b.off.iter().enumerate() {
+            let lo = &b.data[b.lo + o..b.lo + o + 8];
+            let hi = &b.data[b.hi + o..b.hi + o + 8];
+            for (r, row) in acc.iter_mut().enumerate() {
+                let av = match self.a {
+                    TileA::Packed(a) => a[kk * MR + r],
+                    TileA::Gather { data, rows, off } => data[rows[r] + off[kk]],
+                };
+                for j in 0..8 {
+                    row[j] += av * lo[j];
+                    row[8 + j] += av * hi[j];
+                }
+            }
+        }
+        self.store(&acc, c, ldc);
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn run_fma<A: RowsOfA>(&self, a: A, c: &mut [f32], ldc: usize) {
+        use std::arch::x86_64::*;
+        let b = &self.b;
+        let (bp, op) = (b.data.as_ptr(), b.off.as_ptr());
+        // SAFETY (whole body): see `run`.
+        unsafe {
+            let mut acc = [[_mm256_setzero_ps(); 2]; MR];
+            for kk in 0..b.off.len() {
+                let o = *op.add(kk);
+                let b0 = _mm256_loadu_ps(bp.add(b.lo + o));
+                let b1 = _mm256_loadu_ps(bp.add(b.hi + o));
+                for (r, row) in acc.iter_mut().enumerate() {
+                    let av = _mm256_broadcast_ss(&*a.at(r, kk));
+                    row[0] = _mm256_fmadd_ps(av, b0, row[0]);
+                    row[1] = _mm256_fmadd_ps(av, b1, row[1]);
+                }
+            }
+            if self.rows == MR && b.cols == NR {
+                let cp = c.as_mut_ptr();
+                for (r, row) in acc.iter().enumerate() {
+                    let d = cp.add(r * ldc);
+                    if self.accumulate {
+                        _mm256_storeu_ps(d, _mm256_add_ps(_mm256_loadu_ps(d), row[0]));
+                        _mm256_storeu_ps(
+                            d.add(8),
+                            _mm256_add_ps(_mm256_loadu_ps(d.add(8)), row[1]),
+                        );
+                    } else {
+                        _mm256_storeu_ps(d, row[0]);
+                        _mm256_storeu_ps(d.add(8), row[1]);
+                    }
+                }
+            } else {
+                let mut out = [[0f32; NR]; MR];
+                for (o, row) in out.iter_mut().zip(&acc) {
+                    _mm256_storeu_ps(o.as_mut_ptr(), row[0]);
+                    _mm256_storeu_ps(o.as_mut_ptr().add(8), row[1]);
+                }
+                self.store(&out, c, ldc);
+            }
+        }
+    }
+}
+
+/// Whether the AVX2 + FMA kernel runs on this CPU (and is not switched off for a test).
+fn fma_available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        !PORTABLE.with(std::cell::Cell::get)
+            && std::arch::is_x86_feature_detected!("avx2")
+            && std::arch::is_x86_feature_detected!("fma")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+thread_local! {
+    static PORTABLE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f` with the portable kernel on this thread (tests compare both).
+#[cfg(test)]
+pub fn with_portable_kernel<R>(f: impl FnOnce() -> R) -> R {
+    let before = PORTABLE.with(|c| c.replace(true));
+    let r = f();
+    PORTABLE.with(|c| c.set(before));
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn naive(m: usize, n: usize, k: usize, a: &[f32], b: &[f32]) -> Vec<f64> {
+        let mut c = vec![0f64; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                c[i * n + j] = (0..k).map(|q| (a[i * k + q] * b[q * n + j]) as f64).sum();
+            }
+        }
+        c
+    }
+
+    /// B (row-major k x n) packed in panels of NR columns, zero-padded.
+    fn pack_b(k: usize, n: usize, b: &[f32]) -> Vec<f32> {
+        let panels = n.div_ceil(NR);
+        let mut p = vec![0f32; panels * k * NR];
+        for j in 0..n {
+            for q in 0..k {
+                p[((j / NR) * k + q) * NR + j % NR] = b[q * n + j];
+            }
+        }
+        p
+    }
+
+    fn run(m: usize, n: usize, k: usize, accumulate: bool) -> (Vec<f32>, Vec<f32>, Vec<f64>) {
+        let a: Vec<f32> = (0..m * k)
+            .map(|i| ((i * 37 % 23) as f32 - 11.0) / 7.0)
+            .collect();
+        let b: Vec<f32> = (0..k * n)
+            .map(|i| ((i * 53 % 19) as f32 - 9.0) / 5.0)
+            .collect();
+        let pa = PackedA::rows(&a, m, k);
+        let pb = pack_b(k, n, &b);
+        let off = packed_offsets(k);
+        // C is a block inside a wider matrix (ldc = n + 3, starting at column 2) so that
+        // stores outside the block would show.
+        let ldc = n + 3;
+        let go = || {
+            let mut c = vec![1.5f32; m * ldc + 2];
+            gemm(
+                CBlock {
+                    data: &mut c,
+                    start: 2,
+                    ldc,
+                    rows: m,
+                    cols: n,
+                },
+                accumulate,
+                ASource::Packed(&pa),
+                n.div_ceil(NR),
+                |j| BPanel {
+                    data: &pb,
+                    off: &off,
+                    lo: j * k * NR,
+                    hi: j * k * NR + 8,
+                    cols: NR.min(n - j * NR),
+                },
+            );
+            c
+        };
+        let mut want = naive(m, n, k, &a, &b);
+        if accumulate {
+            want.iter_mut().for_each(|v| *v += 1.5);
+        }
+        let fast = go();
+        let portable = with_portable_kernel(go);
+        (fast, portable, want)
+    }
+
+    #[test]
+    fn both_kernels_compute_the_product_on_ragged_shapes() {
+        for (m, n, k) in [
+            (1, 1, 1),
+            (6, 16, 5),
+            (7, 17, 300),
+            (16, 40, 600),
+            (13, 3, 2),
+            (5, 33, 0),
+        ] {
+            for accumulate in [false, true] {
+                let (fast, portable, want) = run(m, n, k, accumulate);
+                let ldc = n + 3;
+                for (name, c) in [("fma", &fast), ("portable", &portable)] {
+                    for i in 0..m {
+                        for j in 0..n {
+                            let (got, w) = (c[2 + i * ldc + j] as f64, want[i * n + j]);
+                            assert!(
+                                (got - w).abs() <= 1e-4 * (1.0 + w.abs()),
+                                "{name} {m}x{n}x{k} acc={accumulate} ({i},{j}): {got} vs {w}"
+                            );
+                        }
+                        // Outside the block: untouched.
+                        for j in n..ldc {
+                            if 2 + i * ldc + j < c.len() && (i + 1 < m || j < n) {
+                                assert_eq!(c[2 + i * ldc + j], 1.5, "{name}: wrote outside C");
+                            }
+                        }
+                    }
+                    assert_eq!(&c[..2], &[1.5, 1.5], "{name}: wrote before C");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_panel_may_read_b_in_place_through_offsets() {
+        // B's columns 0..8 and 8..16 at two unrelated places of one slice, k-steps 3 apart.
+        let (m, k) = (3, 4);
+        let data: Vec<f32> = (0..100).map(|i| i as f32).collect();
+        let off: Vec<usize> = (0..k).map(|q| q * 3).collect();
+        let a = PackedA::new(m, k, |r, q| (r + q) as f32);
+        let mut c = vec![0f32; m * NR];
+        gemm(
+            CBlock {
+                data: &mut c,
+                start: 0,
+                ldc: NR,
+                rows: m,
+                cols: NR,
+            },
+            false,
+            ASource::Packed(&a),
+            1,
+            |_| BPanel {
+                data: &data,
+                off: &off,
+                lo: 10,
+                hi: 50,
+                cols: NR,
+            },
+        );
+        for r in 0..m {
+            for j in 0..NR {
+                let base = if j < 8 { 10 + j } else { 50 + j - 8 };
+                let want: f32 = (0..k).map(|q| (r + q) as f32 * data[base + q * 3]).sum();
+                assert_eq!(c[r * NR + j], want, "({r},{j})");
+            }
+        }
+    }
+
+    /// A gathered A (element (r, k) at data[rows[r] + off[k]]) gives what the same matrix
+    /// packed gives, on both kernels, for a partial row panel and more than one k block.
+    #[test]
+    fn a_gathered_a_matches_the_packed_one() {
+        let (m, n, k) = (8, 20, 300);
+        let data: Vec<f32> = (0..2000)
+            .map(|i| ((i * 31 % 29) as f32 - 14.0) / 9.0)
+            .collect();
+        let rows: Vec<usize> = (0..m).map(|r| r * 7).collect();
+        let off: Vec<usize> = (0..k).map(|q| q * 5 + q % 3).collect();
+        let packed = PackedA::new(m, k, |r, q| data[rows[r] + off[q]]);
+        let b: Vec<f32> = (0..k * n)
+            .map(|i| ((i * 53 % 19) as f32 - 9.0) / 5.0)
+            .collect();
+        let pb = pack_b(k, n, &b);
+        let boff = packed_offsets(k);
+        let go = |a: ASource<'_>| {
+            let mut c = vec![0f32; m * n];
+            gemm(
+                CBlock {
+                    data: &mut c,
+                    start: 0,
+                    ldc: n,
+                    rows: m,
+                    cols: n,
+                },
+                false,
+                a,
+                n.div_ceil(NR),
+                |j| BPanel {
+                    data: &pb,
+                    off: &boff,
+                    lo: j * k * NR,
+                    hi: j * k * NR + 8,
+                    cols: NR.min(n - j * NR),
+                },
+            );
+            c
+        };
+        let gathered = ASource::Gather {
+            data: &data,
+            rows: &rows,
+            off: &off,
+        };
+        for portable in [false, true] {
+            let run = |a| {
+                if portable {
+                    with_portable_kernel(|| go(a))
+                } else {
+                    go(a)
+                }
+            };
+            assert_eq!(
+                run(gathered),
+                run(ASource::Packed(&packed)),
+                "portable={portable}"
+            );
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "overruns")]
+    fn a_panel_past_the_end_of_its_slice_is_refused() {
+        let a = PackedA::new(1, 2, |_, _| 1.0);
+        let data = vec![0f32; 20];
+        let off = [0, 8];
+        let mut c = vec![0f32; NR];
+        gemm(
+            CBlock {
+                data: &mut c,
+                start: 0,
+                ldc: NR,
+                rows: 1,
+                cols: NR,
+            },
+            false,
+            ASource::Packed(&a),
+            1,
+            |_| BPanel {
+                data: &data,
+                off: &off,
+                lo: 0,
+                hi: 8,
+                cols: NR,
+            },
+        );
+    }
+}
