@@ -283,7 +283,9 @@ pub fn rmsprop_step<const D: usize>(
 ) {
     let dims = param.dims();
     let shape = dims.to_vec();
-    let p = primitive(param).to_contiguous();
+    // `to_contiguous` of a contiguous tensor shares its buffer; the original is dropped at
+    // the end of each statement, so a tensor nobody else holds comes out unique.
+    let mut p = primitive(param).to_contiguous();
     let g = primitive(grad).to_contiguous();
     let (sa, buf) = match state {
         Some(s) => (
@@ -298,6 +300,28 @@ pub fn rmsprop_step<const D: usize>(
         epsilon: o.epsilon,
         lr: lr as f32,
     };
+    let state = |sa: FlexTensor, buf: Option<FlexTensor>| crate::engine::rmsprop::RmsPropState {
+        square_avg: wrap(sa),
+        momentum: buf.map(wrap),
+    };
+    // After the first step, with every tensor uniquely owned: update in place.
+    let in_place = p.is_unique()
+        && sa.as_ref().is_some_and(FlexTensor::is_unique)
+        && buf.as_ref().is_none_or(FlexTensor::is_unique)
+        && buf.is_some() == (c.momentum > 0.0);
+    if in_place {
+        let (mut sa, mut buf) = (sa.expect("checked above"), buf);
+        timed(Op::Optimizer, || {
+            super::rmsprop::step_in_place(
+                c,
+                p.storage_mut::<f32>(),
+                values(&g),
+                sa.storage_mut::<f32>(),
+                buf.as_mut().map(|b| b.storage_mut::<f32>()),
+            )
+        });
+        return (wrap(p), state(sa, buf));
+    }
     let (np, nsa, nbuf) = timed(Op::Optimizer, || {
         super::rmsprop::step(
             c,
@@ -309,9 +333,6 @@ pub fn rmsprop_step<const D: usize>(
     });
     (
         wrap(tensor(np, shape.clone())),
-        crate::engine::rmsprop::RmsPropState {
-            square_avg: wrap(tensor(nsa, shape.clone())),
-            momentum: nbuf.map(|b| wrap(tensor(b, shape))),
-        },
+        state(tensor(nsa, shape.clone()), nbuf.map(|b| tensor(b, shape))),
     )
 }

@@ -19,6 +19,29 @@ pub struct Consts {
 /// Elements per parallel task.
 const CHUNK: usize = 1 << 14;
 
+/// One element's update: `(new square average, new momentum value, new parameter)`. `old_sa`
+/// and `old_buf` are `None` on the first step; the momentum value is `None` without momentum.
+#[inline(always)]
+fn update(
+    c: Consts,
+    p: f32,
+    g: f32,
+    old_sa: Option<f32>,
+    old_buf: Option<f32>,
+) -> (f32, Option<f32>, f32) {
+    let t = (g * g) * (1.0 - c.alpha);
+    let sa = match old_sa {
+        Some(s) => s * c.alpha + t,
+        None => t,
+    };
+    let d = g / (sa.sqrt() + c.epsilon);
+    let v = (c.momentum > 0.0).then_some(match old_buf {
+        Some(b) => b * c.momentum + d,
+        None => d,
+    });
+    (sa, v, p - v.unwrap_or(d) * c.lr)
+}
+
 /// New parameters, new square average, new momentum buffer (when `momentum > 0`).
 pub fn step(
     c: Consts,
@@ -45,33 +68,24 @@ pub fn step(
     } else {
         Vec::new()
     };
-    let one_minus_alpha = 1.0 - c.alpha;
-    let body = |start: usize, p_out: &mut [f32], sa_out: &mut [f32], b_out: Option<&mut [f32]>| {
-        let mut b_out = b_out;
-        for j in 0..p_out.len() {
-            let i = start + j;
-            let g = grad[i];
-            let t = (g * g) * one_minus_alpha;
-            let sa = match square_avg {
-                Some(s) => s[i] * c.alpha + t,
-                None => t,
-            };
-            sa_out[j] = sa;
-            let d = g / (sa.sqrt() + c.epsilon);
-            let u = match b_out.as_deref_mut() {
-                Some(b) => {
-                    let v = match buf {
-                        Some(old) => old[i] * c.momentum + d,
-                        None => d,
-                    };
+    let body =
+        |start: usize, p_out: &mut [f32], sa_out: &mut [f32], mut b_out: Option<&mut [f32]>| {
+            for j in 0..p_out.len() {
+                let i = start + j;
+                let (sa, v, p) = update(
+                    c,
+                    param[i],
+                    grad[i],
+                    square_avg.map(|s| s[i]),
+                    buf.map(|b| b[i]),
+                );
+                sa_out[j] = sa;
+                if let (Some(b), Some(v)) = (b_out.as_deref_mut(), v) {
                     b[j] = v;
-                    v
                 }
-                None => d,
-            };
-            p_out[j] = param[i] - u * c.lr;
-        }
-    };
+                p_out[j] = p;
+            }
+        };
     if with_momentum {
         new_p
             .par_chunks_mut(CHUNK)
@@ -87,4 +101,100 @@ pub fn step(
             .for_each(|(k, (p, s))| body(k * CHUNK, p, s, None));
     }
     (new_p, new_sa, with_momentum.then_some(new_buf))
+}
+
+/// The same update in place, for a step after the first whose tensors are owned by nobody
+/// else (no allocation, no zero-filling: three fewer passes over memory than [`step`]).
+/// `buf` must be given exactly when `momentum > 0`.
+pub fn step_in_place(
+    c: Consts,
+    param: &mut [f32],
+    grad: &[f32],
+    square_avg: &mut [f32],
+    buf: Option<&mut [f32]>,
+) {
+    let n = param.len();
+    assert_eq!(grad.len(), n, "gradient and parameter differ in length");
+    assert_eq!(square_avg.len(), n, "state has the wrong length");
+    assert_eq!(
+        buf.is_some(),
+        c.momentum > 0.0,
+        "momentum buffer given iff momentum"
+    );
+    assert!(
+        buf.as_ref().is_none_or(|b| b.len() == n),
+        "state has the wrong length"
+    );
+    let body = |p: &mut [f32], g: &[f32], s: &mut [f32], mut b: Option<&mut [f32]>| {
+        for j in 0..p.len() {
+            let old_b = b.as_deref().map(|b| b[j]);
+            let (sa, v, np) = update(c, p[j], g[j], Some(s[j]), old_b);
+            s[j] = sa;
+            if let (Some(b), Some(v)) = (b.as_deref_mut(), v) {
+                b[j] = v;
+            }
+            p[j] = np;
+        }
+    };
+    let parts = param
+        .par_chunks_mut(CHUNK)
+        .zip(grad.par_chunks(CHUNK))
+        .zip(square_avg.par_chunks_mut(CHUNK));
+    match buf {
+        Some(buf) => parts
+            .zip(buf.par_chunks_mut(CHUNK))
+            .for_each(|(((p, g), s), b)| body(p, g, s, Some(b))),
+        None => parts.for_each(|((p, g), s)| body(p, g, s, None)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// In place gives the same bits as the allocating form, with and without momentum,
+    /// over sizes that span several parallel chunks.
+    #[test]
+    fn in_place_matches_the_allocating_step() {
+        let n = 2 * CHUNK + 77;
+        let v = |seed: usize, scale: f32| -> Vec<f32> {
+            (0..n)
+                .map(|i| (((i * 7919 + seed * 104729) % 2001) as f32 / 1000.0 - 1.0) * scale)
+                .collect()
+        };
+        let (p, g, sa, b) = (
+            v(1, 1.0),
+            v(2, 0.1),
+            v(3, 0.01).iter().map(|x| x.abs()).collect::<Vec<_>>(),
+            v(4, 0.05),
+        );
+        for momentum in [0.0, 0.9] {
+            let c = Consts {
+                alpha: 0.9,
+                momentum,
+                epsilon: 1e-8,
+                lr: 1e-3,
+            };
+            let old_b = (momentum > 0.0).then_some(b.as_slice());
+            let (np, nsa, nb) = step(c, &p, &g, Some(&sa), old_b);
+            let (mut ip, mut isa, mut ib) = (p.clone(), sa.clone(), b.clone());
+            step_in_place(
+                c,
+                &mut ip,
+                &g,
+                &mut isa,
+                (momentum > 0.0).then_some(ib.as_mut_slice()),
+            );
+            let bits = |x: &[f32]| x.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&ip), bits(&np), "params, momentum {momentum}");
+            assert_eq!(
+                bits(&isa),
+                bits(&nsa),
+                "square average, momentum {momentum}"
+            );
+            if let Some(nb) = nb {
+                assert_eq!(bits(&ib), bits(&nb), "momentum buffer");
+            }
+        }
+    }
 }
