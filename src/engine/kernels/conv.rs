@@ -11,16 +11,12 @@
 //! input to 5-D with a strided copy, and its weight gradient is a convolution with swapped
 //! dimensions; together ~25 % of a ResNet-20 step (docs/performance.md).
 //!
-//! Determinism: work is split over samples (forward, input gradient) or over fixed chunks of
-//! [`WEIGHT_CHUNK`] samples (weight gradient, whose partial sums are then added in chunk
-//! order), never over a sum by thread. The result is the same bits for any number of threads.
+//! Determinism: work is split over samples (forward, input gradient) or over blocks of kernel
+//! taps (weight gradient: rows of its result, each summed over the whole batch in one order),
+//! never over a sum. The result is the same bits for any number of threads.
 
 use super::micro::{self, ASource, BPanel, CBlock, NR, PackedA};
 use rayon::prelude::*;
-
-/// Samples per partial sum of the weight gradient. Fixed, so that the order of the sum over
-/// the batch does not depend on the number of threads.
-pub const WEIGHT_CHUNK: usize = 8;
 
 /// Shapes of one convolution.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -116,12 +112,18 @@ enum Path {
     Implicit,
     /// Patches copied into packed panels, tiles of about `columns` output pixels.
     Packed { columns: usize },
+    /// Small images (VGG's 4x4 and 2x2): the patches of every sample side by side as one wide
+    /// B, so that the micro-kernel's 16 columns are not mostly padding; threads split the
+    /// output channels.
+    Batched,
 }
 
 impl ConvGeom {
     fn path(&self) -> Path {
         if self.stride == [1, 1] && self.wo.is_multiple_of(8) {
             Path::Implicit
+        } else if self.p() < TILE_COLUMNS / 2 {
+            Path::Batched
         } else {
             Path::Packed {
                 columns: TILE_COLUMNS,
@@ -309,6 +311,7 @@ fn forward_with(
                 },
             );
         }
+        Path::Batched => unreachable!("batched convolutions do not go sample by sample"),
         Path::Packed { columns } => {
             if buf.off.len() != k {
                 buf.off = micro::packed_offsets(k);
@@ -342,14 +345,87 @@ fn forward_with(
             }
         }
     };
+    let add_bias = |y_n: &mut [f32]| {
+        if let Some(b) = bias {
+            for (row, bv) in y_n.chunks_exact_mut(p).zip(b) {
+                row.iter_mut().for_each(|v| *v += bv);
+            }
+        }
+    };
+    if path == Path::Batched {
+        forward_batched(g, x, a, y);
+        y.par_chunks_mut(g.out_len()).for_each(add_bias);
+        return;
+    }
     y.par_chunks_mut(g.out_len())
         .zip(x.par_chunks(g.in_len()))
         .for_each_init(Buffers::default, |buf, (y_n, x_n)| {
             per_sample(y_n, x_n, buf);
-            if let Some(b) = bias {
-                for (row, bv) in y_n.chunks_exact_mut(p).zip(b) {
-                    row.iter_mut().for_each(|v| *v += bv);
+            add_bias(y_n);
+        });
+}
+
+/// [`Path::Batched`]: Y (Cout x N*P) = W * patches (K x N*P), then scattered to NCHW.
+fn forward_batched(g: &ConvGeom, x: &[f32], a: &PackedA, y: &mut [f32]) {
+    let (k, p) = (g.k(), g.p());
+    let cols = g.n * p;
+    // B packed per panel of NR (sample, pixel) columns, in parallel over panels.
+    let mut packed = vec![0f32; cols.div_ceil(NR) * k * NR];
+    packed
+        .par_chunks_mut(k * NR)
+        .enumerate()
+        .for_each(|(j, panel)| {
+            // Per column: its sample's input, and the input position of tap (0, 0).
+            let at: Vec<(usize, isize, isize)> = (j * NR..cols.min((j + 1) * NR))
+                .map(|q| {
+                    let (s, c) = (q / p, q % p);
+                    let iy = (c / g.wo * g.stride[0]) as isize - g.pad[0] as isize;
+                    let ix = (c % g.wo * g.stride[1]) as isize - g.pad[1] as isize;
+                    (s * g.in_len(), iy, ix)
+                })
+                .collect();
+            for kk in 0..k {
+                let (ci, ky, kx) = g.tap(kk);
+                let row = &mut panel[kk * NR..(kk + 1) * NR];
+                for (v, &(base, iy, ix)) in row.iter_mut().zip(&at) {
+                    let (iy, ix) = (iy + ky as isize, ix + kx as isize);
+                    if iy >= 0 && ix >= 0 && (iy as usize) < g.h && (ix as usize) < g.w {
+                        *v = x[base + (ci * g.h + iy as usize) * g.w + ix as usize];
+                    }
                 }
+            }
+        });
+    let off = micro::packed_offsets(k);
+    let mut out = vec![0f32; g.cout * cols];
+    // Rows of Y in blocks of whole micro-panels, about four per thread: no sum is split.
+    let per = g
+        .cout
+        .div_ceil(micro::MR)
+        .div_ceil(4 * rayon::current_num_threads())
+        .max(1);
+    out.par_chunks_mut(per * micro::MR * cols)
+        .enumerate()
+        .for_each(|(t, c)| {
+            let rows = c.len() / cols;
+            micro::gemm(
+                CBlock {
+                    data: c,
+                    start: 0,
+                    ldc: cols,
+                    rows,
+                    cols,
+                },
+                false,
+                ASource::PackedPanels(a, t * per, per),
+                cols.div_ceil(NR),
+                |j| packed_panel(&packed, &off, cols, j),
+            );
+        });
+    y.par_chunks_mut(g.out_len())
+        .enumerate()
+        .for_each(|(s, y_s)| {
+            for (co, row) in y_s.chunks_exact_mut(p).enumerate() {
+                row.copy_from_slice(&out[co * cols + s * p..][..p]);
             }
         });
 }
@@ -367,6 +443,8 @@ struct Buffers {
     packed: Vec<f32>,
     /// One row of a patch matrix.
     row: Vec<f32>,
+    /// A's column offsets (weight gradient: one per sample-pixel).
+    pixel: Vec<usize>,
     /// A tile's patch-matrix gradient (input gradient of strided convolutions).
     col: Vec<f32>,
 }
@@ -374,22 +452,40 @@ struct Buffers {
 impl Buffers {
     /// Copies sample `x_n` into the middle of `padded` (and sets up `taps` on first use).
     fn pad(&mut self, g: &ConvGeom, x_n: &[f32]) {
-        let (hp, wp) = (g.h + 2 * g.pad[0], g.w + 2 * g.pad[1]);
-        if self.padded.len() != g.cin * hp * wp {
-            self.padded = vec![0f32; g.cin * hp * wp];
-            self.taps = (0..g.k())
-                .map(|kk| {
-                    let (ci, ky, kx) = g.tap(kk);
-                    (ci * hp + ky) * wp + kx
-                })
-                .collect();
+        if self.padded.len() != g.padded_len() {
+            // The borders stay zero from the allocation; only the interior is rewritten.
+            self.padded = vec![0f32; g.padded_len()];
+            self.taps = g.tap_offsets();
         }
-        // The borders stay zero from the allocation; only the interior is rewritten.
-        for (ci, plane) in x_n.chunks_exact(g.h * g.w).enumerate() {
-            for (iy, row) in plane.chunks_exact(g.w).enumerate() {
-                let at = (ci * hp + iy + g.pad[0]) * wp + g.pad[1];
-                self.padded[at..at + g.w].copy_from_slice(row);
-            }
+        pad_into(g, x_n, &mut self.padded);
+    }
+}
+
+impl ConvGeom {
+    /// Values of one zero-padded sample.
+    fn padded_len(&self) -> usize {
+        self.cin * (self.h + 2 * self.pad[0]) * (self.w + 2 * self.pad[1])
+    }
+
+    /// The offset in a padded sample of each kernel tap, relative to its output pixel's.
+    fn tap_offsets(&self) -> Vec<usize> {
+        let (hp, wp) = (self.h + 2 * self.pad[0], self.w + 2 * self.pad[1]);
+        (0..self.k())
+            .map(|kk| {
+                let (ci, ky, kx) = self.tap(kk);
+                (ci * hp + ky) * wp + kx
+            })
+            .collect()
+    }
+}
+
+/// Writes sample `x_n` into the interior of `dst`, a padded sample whose borders are zero.
+fn pad_into(g: &ConvGeom, x_n: &[f32], dst: &mut [f32]) {
+    let (hp, wp) = (g.h + 2 * g.pad[0], g.w + 2 * g.pad[1]);
+    for (ci, plane) in x_n.chunks_exact(g.h * g.w).enumerate() {
+        for (iy, row) in plane.chunks_exact(g.w).enumerate() {
+            let at = (ci * hp + iy + g.pad[0]) * wp + g.pad[1];
+            dst[at..at + g.w].copy_from_slice(row);
         }
     }
 }
@@ -399,11 +495,16 @@ pub fn backward_input(g: &ConvGeom, dy: &[f32], weight: &[f32], dx: &mut [f32]) 
     check(g, dx, weight, dy);
     match g.transposed() {
         Some(t) => {
-            // W'[ci][co][ky][kx] = W[co][ci][kh-1-ky][kw-1-kx].
-            let a = PackedA::new(g.cin, t.k(), |ci, kk| {
-                let (co, ky, kx) = t.tap(kk);
-                weight[((co * g.cin + ci) * g.kh + g.kh - 1 - ky) * g.kw + g.kw - 1 - kx]
-            });
+            // W'[ci][co][ky][kx] = W[co][ci][kh-1-ky][kw-1-kx]: where each tap of W' reads
+            // from channel 0 (a table, so the packing does no divisions).
+            let from: Vec<usize> = (0..t.k())
+                .map(|kk| {
+                    let (co, ky, kx) = t.tap(kk);
+                    (co * g.cin * g.kh + g.kh - 1 - ky) * g.kw + g.kw - 1 - kx
+                })
+                .collect();
+            let per_channel = g.kh * g.kw;
+            let a = PackedA::new(g.cin, t.k(), |ci, kk| weight[from[kk] + ci * per_channel]);
             forward_with(&t, dy, &a, None, dx, t.path());
         }
         None => backward_input_strided(g, dy, weight, dx, TILE_COLUMNS),
@@ -452,13 +553,21 @@ fn backward_input_strided(
         });
 }
 
+/// Fewest samples per partial sum of the weight gradient.
+const WEIGHT_CHUNK: usize = 8;
+
 /// The gradients of the weight (`[Cout, Cin, kh, kw]`) and of the bias (`[Cout]`, summed over
 /// samples and pixels in a fixed order).
 ///
-/// dW^T (K x Cout) += patches (K x P) * dY^T (P x Cout) per sample, where the patch matrix is
-/// never built: row `k` of it at pixel `c` is the padded input at `taps[k] + pixel[c]`, read in
-/// place by the micro-kernel (any stride), and dY^T is packed per sample (Cout x P values,
-/// 1/K of the work).
+/// dW^T (K x Cout) = patches (K x N*P) * dY^T (N*P x Cout), without building the patch
+/// matrix: row `k` at (sample s, pixel c) is a padded copy of the input at `taps[k] +
+/// pixel[s, c]`, read in place by the micro-kernel (any stride); dY^T is packed (1/K of the
+/// work). The batch is cut into chunks of whole samples (at least [`WEIGHT_CHUNK`], and at
+/// least 512 sample-pixels, so that small images still give the kernel long sums), each a
+/// partial sum; the partials are added in chunk order. The chunk size depends on the shape
+/// only, so the bits do not depend on the number of threads. For parallelism when there are
+/// few chunks, each chunk is also cut into blocks of input channels (rows of the result,
+/// which split no sum).
 pub fn backward_weight(g: &ConvGeom, x: &[f32], dy: &[f32]) -> (Vec<f32>, Vec<f32>) {
     assert_eq!(x.len(), g.n * g.in_len(), "conv input has the wrong length");
     assert_eq!(
@@ -466,58 +575,97 @@ pub fn backward_weight(g: &ConvGeom, x: &[f32], dy: &[f32]) -> (Vec<f32>, Vec<f3
         g.n * g.out_len(),
         "conv output gradient has the wrong length"
     );
-    let (k, p) = (g.k(), g.p());
-    let wp = g.w + 2 * g.pad[1];
-    let pixel: Vec<usize> = (0..p)
-        .map(|c| (c / g.wo) * g.stride[0] * wp + (c % g.wo) * g.stride[1])
-        .collect();
-    let chunks = g.n.div_ceil(WEIGHT_CHUNK);
-    let partials: Vec<Vec<f32>> = (0..chunks)
+    let (k, p, taps_per_ch) = (g.k(), g.p(), g.kh * g.kw);
+    let chunk = 512usize
+        .div_ceil(p.max(1))
+        .max(WEIGHT_CHUNK)
+        .min(g.n.max(1));
+    let chunks = g.n.div_ceil(chunk);
+    let per_block = g.cin.div_ceil(
+        (4 * rayon::current_num_threads())
+            .div_ceil(chunks.max(1))
+            .max(1),
+    );
+    let blocks = g.cin.div_ceil(per_block);
+    let (hp, wp) = (g.h + 2 * g.pad[0], g.w + 2 * g.pad[1]);
+    let partials: Vec<Vec<f32>> = (0..chunks * blocks)
         .into_par_iter()
-        .map_init(Buffers::default, |buf, c| {
-            let mut acc = vec![0f32; k * g.cout];
-            if buf.off.len() != p {
-                buf.off = micro::packed_offsets(p);
+        .map_init(Buffers::default, |buf, t| {
+            let (c, b) = (t / blocks, t % blocks);
+            let samples = c * chunk..g.n.min((c + 1) * chunk);
+            let channels = b * per_block..g.cin.min((b + 1) * per_block);
+            let (ns, nch) = (samples.len(), channels.len());
+            let plane = hp * wp;
+            // The chunk's samples, this block's channels, zero-padded: [s][ci][hp][wp].
+            if buf.padded.len() != ns * nch * plane {
+                buf.padded = vec![0f32; ns * nch * plane];
             }
-            for (first, i) in (c * WEIGHT_CHUNK..g.n.min((c + 1) * WEIGHT_CHUNK)).enumerate() {
-                buf.pad(g, &x[i * g.in_len()..(i + 1) * g.in_len()]);
-                let dy_i = &dy[i * g.out_len()..(i + 1) * g.out_len()];
-                // dY^T in panels of NR output channels: [panel][pixel][NR].
-                buf.packed.clear();
-                buf.packed.resize(g.cout.div_ceil(NR) * p * NR, 0.0);
-                for (co, row) in dy_i.chunks_exact(p).enumerate() {
-                    let panel = &mut buf.packed[(co / NR) * p * NR..];
+            for (sl, s) in samples.clone().enumerate() {
+                for (cl, ci) in channels.clone().enumerate() {
+                    let src = &x[(s * g.cin + ci) * g.h * g.w..][..g.h * g.w];
+                    for (iy, row) in src.chunks_exact(g.w).enumerate() {
+                        let at = (sl * nch + cl) * plane + (iy + g.pad[0]) * wp + g.pad[1];
+                        buf.padded[at..at + g.w].copy_from_slice(row);
+                    }
+                }
+            }
+            buf.taps.clear();
+            buf.taps.extend((0..nch * taps_per_ch).map(|kk| {
+                let (cl, ky, kx) = (kk / taps_per_ch, kk / g.kw % g.kh, kk % g.kw);
+                cl * plane + ky * wp + kx
+            }));
+            buf.pixel.clear();
+            buf.pixel.extend((0..ns * p).map(|q| {
+                let (sl, c) = (q / p, q % p);
+                sl * nch * plane + (c / g.wo) * g.stride[0] * wp + (c % g.wo) * g.stride[1]
+            }));
+            // dY^T of the chunk in panels of NR output channels: [panel][s, pixel][NR].
+            let steps = ns * p;
+            buf.packed.clear();
+            buf.packed.resize(g.cout.div_ceil(NR) * steps * NR, 0.0);
+            for (sl, s) in samples.enumerate() {
+                for co in 0..g.cout {
+                    let row = &dy[(s * g.cout + co) * p..][..p];
+                    let panel = &mut buf.packed[((co / NR) * steps + sl * p) * NR..];
                     for (c, v) in row.iter().enumerate() {
                         panel[c * NR + co % NR] = *v;
                     }
                 }
-                let (packed, off) = (&buf.packed, &buf.off);
-                micro::gemm(
-                    CBlock {
-                        data: &mut acc,
-                        start: 0,
-                        ldc: g.cout,
-                        rows: k,
-                        cols: g.cout,
-                    },
-                    first > 0,
-                    ASource::Gather {
-                        data: &buf.padded,
-                        rows: &buf.taps,
-                        off: &pixel,
-                    },
-                    g.cout.div_ceil(NR),
-                    |j| packed_panel(packed, off, g.cout, j),
-                );
             }
-            acc
+            if buf.off.len() != steps {
+                buf.off = micro::packed_offsets(steps);
+            }
+            let mut part = vec![0f32; nch * taps_per_ch * g.cout];
+            let (packed, off) = (&buf.packed, &buf.off);
+            micro::gemm(
+                CBlock {
+                    data: &mut part,
+                    start: 0,
+                    ldc: g.cout,
+                    rows: nch * taps_per_ch,
+                    cols: g.cout,
+                },
+                false,
+                ASource::Gather {
+                    data: &buf.padded,
+                    rows: &buf.taps,
+                    off: &buf.pixel,
+                },
+                g.cout.div_ceil(NR),
+                |j| packed_panel(packed, off, g.cout, j),
+            );
+            part
         })
         .collect();
+    // dW[co][k] = the chunks' partials of its block, added in chunk order.
     let mut dw = vec![0f32; g.cout * k];
-    for part in &partials {
-        for (kk, row) in part.chunks_exact(g.cout).enumerate() {
-            for (co, v) in row.iter().enumerate() {
-                dw[co * k + kk] += v;
+    for (t, part) in partials.iter().enumerate() {
+        let first_tap = (t % blocks) * per_block * taps_per_ch;
+        let taps = part.len() / g.cout.max(1);
+        // Written in order, read with a stride (cheaper than the other way round).
+        for (co, dw_co) in dw.chunks_exact_mut(k).enumerate() {
+            for (kk, d) in dw_co[first_tap..first_tap + taps].iter_mut().enumerate() {
+                *d += part[kk * g.cout + co];
             }
         }
     }
@@ -588,6 +736,8 @@ mod tests {
             ([1, 4, 6, 6], [2, 4, 1, 1], [2, 1], [0, 0]),
             ([2, 1, 4, 4], [3, 1, 5, 5], [1, 1], [2, 2]),
             ([1, 2, 3, 3], [1, 2, 3, 3], [3, 3], [0, 0]),
+            // Weight gradient in two chunks of samples (16 + 4) and channel blocks.
+            ([20, 5, 4, 8], [3, 5, 3, 3], [1, 1], [1, 1]),
         ] {
             let g = ConvGeom::new(x, w, s, p).unwrap();
             let xv: Vec<f32> = (0..g.n * g.in_len())
@@ -752,7 +902,7 @@ mod tests {
                 }
             };
             let want = naive(&g, &xv, &wv);
-            for path in [Path::Implicit, Path::Packed { columns: 7 }] {
+            for path in [Path::Implicit, Path::Packed { columns: 7 }, Path::Batched] {
                 let mut y = vec![f32::NAN; g.n * g.out_len()];
                 forward_with(&g, &xv, &a, None, &mut y, path);
                 close(&y, &want, &format!("forward {path:?}"));

@@ -110,6 +110,9 @@ pub struct CBlock<'a> {
 pub enum ASource<'a> {
     /// Packed by the caller.
     Packed(&'a PackedA),
+    /// Row panels `first..first + count` of a packed A (rows `first * MR..`), for work split
+    /// by rows.
+    PackedPanels(&'a PackedA, usize, usize),
     /// Read in place: element (r, k) is `data[rows[r] + off[k]]` (for a convolution's weight
     /// gradient: row r a kernel tap, k an output pixel, `data` the zero-padded input).
     Gather {
@@ -123,6 +126,11 @@ impl ASource<'_> {
     fn shape(&self) -> (usize, usize) {
         match self {
             ASource::Packed(a) => (a.m, a.k),
+            ASource::PackedPanels(a, first, count) => {
+                let end = (first + count).min(a.m.div_ceil(MR));
+                let rows = (end * MR).min(a.m).saturating_sub(first * MR);
+                (rows, a.k)
+            }
             ASource::Gather { rows, off, .. } => (rows.len(), off.len()),
         }
     }
@@ -201,14 +209,36 @@ pub fn gemm<'b>(
         return;
     }
     let fma = fma_available();
+    // First column of each panel.
+    let cols: Vec<usize> = bs
+        .iter()
+        .scan(0, |col, b| {
+            let at = *col;
+            *col += b.cols;
+            Some(at)
+        })
+        .collect();
+    let a_panels = m.div_ceil(MR);
+    // Packed A: each B panel (L1) meets every A panel (L2) in turn. Gathered A: each A panel
+    // is gathered into L1 from wherever it lies and meets every B panel (L2) in turn.
+    let a_outer = matches!(a, ASource::Gather { .. });
+    let (outer, inner) = if a_outer {
+        (a_panels, bs.len())
+    } else {
+        (bs.len(), a_panels)
+    };
     for k0 in (0..k).step_by(KC) {
         let k1 = (k0 + KC).min(k);
-        let mut col = 0;
-        for b in &bs {
-            for i in 0..m.div_ceil(MR) {
+        for o in 0..outer {
+            for n in 0..inner {
+                let (i, j) = if a_outer { (o, n) } else { (n, o) };
+                let (b, col) = (&bs[j], cols[j]);
                 let rows = MR.min(m - i * MR);
                 let a = match a {
                     ASource::Packed(p) => TileA::Packed(&p.panel(i)[k0 * MR..k1 * MR]),
+                    ASource::PackedPanels(p, first, _) => {
+                        TileA::Packed(&p.panel(first + i)[k0 * MR..k1 * MR])
+                    }
                     ASource::Gather { data, rows: r, off } => {
                         // Rows past m repeat the panel's first row; they are not stored.
                         let mut at = [r[i * MR]; MR];
@@ -233,7 +263,6 @@ pub fn gemm<'b>(
                 let at = c.start + i * MR * c.ldc + col;
                 tile.run(fma, &mut c.data[at..], c.ldc);
             }
-            col += b.cols;
         }
     }
 }
