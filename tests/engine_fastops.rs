@@ -430,3 +430,40 @@ fn rmsprop_matches_burn_bit_for_bit() {
         );
     }
 }
+
+/// The L2 term `sum(w^2)` as one node: value and gradient against burn's `square().sum()`
+/// (through a multiple so that the incoming gradient is not 1), for a 4-D and a 2-D tensor.
+#[test]
+fn sum_of_squares_matches_burn() {
+    use incrpipe::engine::kernels::{sum_of_squares, with_reference_ops};
+    let d = cpu_device();
+    let run = |shape: Vec<usize>| {
+        let n: usize = shape.iter().product();
+        let data = TensorData::new(values(n, 11, 0.7, -0.1), shape.clone());
+        let (value, grad) = if shape.len() == 4 {
+            let w = Tensor::<AB, 4>::from_data(data, &d).require_grad();
+            let s = sum_of_squares(w.clone()).mul_scalar(3.5);
+            let g = s.backward();
+            (vec_of(s.inner()), vec_of(w.grad(&g).unwrap()))
+        } else {
+            let w = Tensor::<AB, 2>::from_data(data, &d).require_grad();
+            let s = sum_of_squares(w.clone()).mul_scalar(3.5);
+            let g = s.backward();
+            (vec_of(s.inner()), vec_of(w.grad(&g).unwrap()))
+        };
+        (value, grad)
+    };
+    for shape in [vec![7, 5, 3, 3], vec![40_000, 3]] {
+        let fast = run(shape.clone());
+        let reference = with_reference_ops(|| run(shape.clone()));
+        let e = max_rel(&fast.0, &reference.0);
+        assert!(
+            e < 1e-5,
+            "{shape:?} value: {:?} vs {:?}",
+            fast.0,
+            reference.0
+        );
+        let e = max_rel(&fast.1, &reference.1);
+        assert!(e < 1e-6, "{shape:?} gradient: max rel error {e}");
+    }
+}

@@ -12,6 +12,7 @@ use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::flex::FlexTensor;
 use burn::prelude::*;
 use burn::tensor::TensorPrimitive;
+use rayon::prelude::*;
 
 pub type Plain = crate::engine::backend::CpuBackend;
 pub type Ad = crate::engine::backend::CpuTrainBackend;
@@ -268,6 +269,50 @@ pub fn batch_norm_infer(
         relu,
     );
     wrap(tensor(y, vec![n, c, h, w]))
+}
+
+#[derive(Debug)]
+struct SumOfSquaresBackward;
+
+impl Backward<Plain, 1> for SumOfSquaresBackward {
+    /// The (flattened, contiguous) input.
+    type State = FlexTensor;
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [node] = ops.parents;
+        let g = grads.consume::<Plain>(&ops.node).to_contiguous();
+        let Some(node) = node else { return };
+        let two_g = 2.0 * values(&g)[0];
+        let w = ops.state;
+        let mut dw = vec![0f32; values(&w).len()];
+        dw.par_chunks_mut(1 << 14)
+            .zip(values(&w).par_chunks(1 << 14))
+            .for_each(|(d, w)| d.iter_mut().zip(w).for_each(|(d, w)| *d = w * two_g));
+        let n = dw.len();
+        grads.register::<Plain>(node.id, tensor(dw, vec![n]));
+    }
+}
+
+/// `sum(w^2)` as one autodiff node (see [`super::sum_of_squares`]). The sum runs over fixed
+/// chunks in order, in f64: the same bits for any number of threads.
+pub fn sum_of_squares_ad<const D: usize>(w: Tensor<Ad, D>) -> Tensor<Ad, 1> {
+    let n = w.shape().num_elements();
+    let w = primitive(w.reshape([n]));
+    let wc = w.primitive.to_contiguous();
+    let parts: Vec<f64> = values(&wc)
+        .par_chunks(1 << 14)
+        .map(|c| c.iter().map(|v| (v * v) as f64).sum())
+        .collect();
+    let s = tensor(vec![parts.iter().sum::<f64>() as f32], vec![1]);
+    let out = match SumOfSquaresBackward
+        .prepare::<NoCheckpointing>([w.node.clone()])
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => prep.finish(wc, s),
+        OpsKind::UnTracked(prep) => prep.finish(s),
+    };
+    wrap(out)
 }
 
 /// One fused RMSProp update on plain Flex tensors.

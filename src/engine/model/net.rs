@@ -217,12 +217,12 @@ impl<B: Backend> Unit<B> {
 
     /// Sum of squares of the conv and dense kernels (the L2 term; not BatchNorm, not biases).
     fn kernel_sq_sum(&self) -> Option<Tensor<B, 1>> {
-        let sq4 = |w: &Param<Tensor<B, 4>>| w.val().square().sum();
+        let sq4 = |w: &Param<Tensor<B, 4>>| kernels::sum_of_squares(w.val());
         match self {
             Unit::Conv(c) => Some(sq4(&c.conv.weight)),
             Unit::Block(b) => Some(sq4(&b.conv1.weight) + sq4(&b.conv2.weight)),
             Unit::Pool(_) => None,
-            Unit::Dense(d) => Some(d.linear.weight.val().square().sum()),
+            Unit::Dense(d) => Some(kernels::sum_of_squares(d.linear.weight.val())),
         }
     }
 }
