@@ -24,7 +24,7 @@ impl BnGeom {
     fn count(&self) -> f64 {
         (self.n * self.l) as f64
     }
-    fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.n * self.c * self.l
     }
     /// The `l` values of sample `i`, channel `ch`.
@@ -115,88 +115,97 @@ pub fn scale_shift(
     (scale, shift)
 }
 
-/// Gradients of the training-mode BatchNorm (+ residual + ReLU when `y` is given: the
-/// forward's output, whose zeros mark where ReLU cut): `(dx, dgamma, dbeta, dz)`, where `dz`,
-/// the gradient after the ReLU mask (which is the residual's gradient), is returned when
-/// `want_dz`.
+/// Gradients of the training-mode BatchNorm (+ residual + ReLU when `y_relu` is given: the
+/// forward's output, whose zeros mark where ReLU cut), in place: returns `(dgamma, dbeta)`.
+///
+/// `dy` is overwritten with dz, the gradient after the ReLU mask (which is the residual's
+/// gradient), during the first pass. The input gradient then goes into `dx` when given (the
+/// residual case, which needs dz as well), else over dz in `dy`. Working in the incoming
+/// gradient's buffer saves a fresh output (its page faults and zeroing) and lets the second
+/// pass read dz instead of dy and y.
 pub fn backward(
     g: &BnGeom,
     x: &[f32],
     y_relu: Option<&[f32]>,
-    dy: &[f32],
+    dy: &mut [f32],
     stats: &BnStats,
     gamma: &[f32],
-    want_dz: bool,
-) -> (Vec<f32>, Vec<f32>, Vec<f32>, Option<Vec<f32>>) {
+    dx: Option<&mut [f32]>,
+) -> (Vec<f32>, Vec<f32>) {
     assert_eq!(
         dy.len(),
         g.len(),
         "batch-norm gradient has the wrong length"
     );
-    // dz: the gradient after the ReLU mask (burn's relu_backward: zero where y <= 0).
-    let dz_row = |i: usize, ch: usize, out: &mut [f32]| {
-        let d = g.row(dy, i, ch);
-        match y_relu {
-            Some(y) => {
-                for ((o, d), y) in out.iter_mut().zip(d).zip(g.row(y, i, ch)) {
-                    *o = if *y <= 0.0 { 0.0 } else { *d };
-                }
-            }
-            None => out.copy_from_slice(d),
-        }
-    };
-    // Per channel: sum of dz and of dz * x_hat.
-    let sums: Vec<(f32, f32)> = (0..g.c)
+    assert_eq!(x.len(), g.len(), "batch-norm input has the wrong length");
+    assert!(
+        y_relu.is_none_or(|y| y.len() == g.len()),
+        "batch-norm output has the wrong length"
+    );
+    assert!(
+        dx.as_ref().is_none_or(|d| d.len() == g.len()),
+        "input gradient has the wrong length"
+    );
+    // The rows of each channel, to be masked and summed by one thread in sample order.
+    let mut by_channel: Vec<Vec<&mut [f32]>> = (0..g.c).map(|_| Vec::with_capacity(g.n)).collect();
+    for (r, row) in dy.chunks_mut(g.l.max(1)).enumerate() {
+        by_channel[r % g.c].push(row);
+    }
+    // Per channel: dz (burn's relu_backward: zero where y <= 0), then the sums of dz and of
+    // dz * x_hat.
+    let sums: Vec<(f32, f32)> = by_channel
         .into_par_iter()
-        .map_init(
-            || vec![0f32; g.l],
-            |dz, ch| {
-                let (m, s) = (stats.mean[ch], stats.inv_std[ch]);
-                let (mut sd, mut sdx) = (0f64, 0f64);
-                for i in 0..g.n {
-                    dz_row(i, ch, dz);
-                    let (a, b) = sums_dz_xhat(dz, g.row(x, i, ch), m, s);
-                    sd += a as f64;
-                    sdx += b as f64;
+        .enumerate()
+        .map(|(ch, rows)| {
+            let (m, s) = (stats.mean[ch], stats.inv_std[ch]);
+            let (mut sd, mut sdx) = (0f64, 0f64);
+            for (i, dz) in rows.into_iter().enumerate() {
+                if let Some(y) = y_relu {
+                    for (d, y) in dz.iter_mut().zip(g.row(y, i, ch)) {
+                        if *y <= 0.0 {
+                            *d = 0.0;
+                        }
+                    }
                 }
-                (sd as f32, sdx as f32)
-            },
-        )
+                let (a, b) = sums_dz_xhat(dz, g.row(x, i, ch), m, s);
+                sd += a as f64;
+                sdx += b as f64;
+            }
+            (sd as f32, sdx as f32)
+        })
         .collect();
     let dbeta: Vec<f32> = sums.iter().map(|s| s.0).collect();
     let dgamma: Vec<f32> = sums.iter().map(|s| s.1).collect();
     let count = g.count() as f32;
-    let mut dx = vec![0f32; g.len()];
-    let mut dz = if want_dz {
-        vec![0f32; g.len()]
-    } else {
-        Vec::new()
-    };
-    let body = |r: usize, dxr: &mut [f32], dzr: Option<&mut [f32]>| {
+    // dx = gamma * inv_std * (dz - mean(dz) - x_hat * mean(dz * x_hat)), row by row.
+    let row_dx = |r: usize, dz: &[f32], out: &mut [f32]| {
         let (i, ch) = (r / g.c, r % g.c);
         let (m, s) = (stats.mean[ch], stats.inv_std[ch]);
         let k = gamma[ch] * s;
         let (mdb, mdg) = (dbeta[ch] / count, dgamma[ch] / count);
-        dz_row(i, ch, dxr);
-        if let Some(dzr) = dzr {
-            dzr.copy_from_slice(dxr);
-        }
-        for (d, x) in dxr.iter_mut().zip(g.row(x, i, ch)) {
+        for ((o, d), x) in out.iter_mut().zip(dz).zip(g.row(x, i, ch)) {
             let xh = (x - m) * s;
-            *d = k * (*d - mdb - xh * mdg);
+            *o = k * (d - mdb - xh * mdg);
         }
     };
-    if want_dz {
-        dx.par_chunks_mut(g.l)
-            .zip(dz.par_chunks_mut(g.l))
+    match dx {
+        Some(dx) => dx
+            .par_chunks_mut(g.l.max(1))
+            .zip(dy.par_chunks(g.l.max(1)))
             .enumerate()
-            .for_each(|(r, (dxr, dzr))| body(r, dxr, Some(dzr)));
-    } else {
-        dx.par_chunks_mut(g.l)
-            .enumerate()
-            .for_each(|(r, dxr)| body(r, dxr, None));
+            .for_each(|(r, (out, dz))| row_dx(r, dz, out)),
+        None => {
+            dy.par_chunks_mut(g.l.max(1))
+                .enumerate()
+                .for_each_init(Vec::new, |dz, (r, row)| {
+                    // A row's dz is copied out (L1) before the row is overwritten.
+                    dz.clear();
+                    dz.extend_from_slice(row);
+                    row_dx(r, dz, row);
+                })
+        }
     }
-    (dx, dgamma, dbeta, want_dz.then_some(dz))
+    (dgamma, dbeta)
 }
 
 /// `(sum dz, sum dz * (x - mean) * inv_std)` over a row, in 8 independent lanes.

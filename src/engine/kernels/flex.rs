@@ -140,24 +140,32 @@ impl Backward<Plain, 4> for BatchNormBackward {
 
     fn backward(self, ops: Ops<Self::State, 4>, grads: &mut Gradients, _: &mut Checkpointer) {
         let [node_x, node_gamma, node_beta, node_res] = ops.parents;
-        let dy = grads.consume::<Plain>(&ops.node).to_contiguous();
+        // Contiguous and, when nobody else holds it, uniquely owned: the kernel works in its
+        // buffer (`storage_mut` copies it first otherwise).
+        let mut dy = grads.consume::<Plain>(&ops.node).to_contiguous();
         let s = ops.state;
         let g = s.geom;
-        let (dx, dgamma, dbeta, dz) = timed(Op::BatchNormBackward, || {
+        let shape = vec![g.n, g.c, g.l];
+        let mut dx = node_res.is_some().then(|| vec![0f32; g.len()]);
+        let (dgamma, dbeta) = timed(Op::BatchNormBackward, || {
             // Both were stored contiguous by the forward.
             batchnorm::backward(
                 &g,
                 values(&s.x),
                 s.y_relu.as_ref().map(values),
-                values(&dy),
+                dy.storage_mut::<f32>(),
                 &s.stats,
                 &s.gamma,
-                node_res.is_some(),
+                dx.as_deref_mut(),
             )
         });
-        let shape = vec![g.n, g.c, g.l];
+        // `dy` now holds dz, or dx when there is no residual.
+        let (dx, dz) = match dx {
+            Some(dx) => (tensor(dx, shape), Some(dy)),
+            None => (dy, None),
+        };
         if let Some(node) = node_x {
-            grads.register::<Plain>(node.id, tensor(dx, shape.clone()));
+            grads.register::<Plain>(node.id, dx);
         }
         if let Some(node) = node_gamma {
             grads.register::<Plain>(node.id, tensor(dgamma, vec![g.c]));
@@ -166,7 +174,7 @@ impl Backward<Plain, 4> for BatchNormBackward {
             grads.register::<Plain>(node.id, tensor(dbeta, vec![g.c]));
         }
         if let (Some(node), Some(dz)) = (node_res, dz) {
-            grads.register::<Plain>(node.id, tensor(dz, shape));
+            grads.register::<Plain>(node.id, dz);
         }
     }
 }
