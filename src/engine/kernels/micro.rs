@@ -9,7 +9,9 @@
 //! `lo + off[k]` and `hi + off[k]` of one slice ([`BPanel`]). That covers a packed panel
 //! (`off[k] = 16 k`) and, for a stride-1 convolution, the zero-padded input itself (`off[k]`
 //! = the input offset of kernel tap `k`, `lo`/`hi` = where two runs of 8 output pixels start):
-//! an implicit GEMM with no im2col at all.
+//! an implicit GEMM with no im2col at all. A may likewise be read in place
+//! ([`ASource::Gather`]: element (r, k) at `rows[r] + off[k]`), which the weight gradient
+//! uses to read its patch matrix straight from the padded input.
 //!
 //! Determinism: each element of C is one sum over k in increasing order (per k block, the
 //! blocks in increasing order), independent of threads. The AVX2 path fuses multiply-add and

@@ -1,9 +1,11 @@
-//! Hand-written CPU kernels for the two operations that dominate a training step on burn Flex:
-//! 2-D convolution (forward and both backward passes) and BatchNorm (+ ReLU), each a single
-//! custom autodiff operation instead of a graph of generic tensor ops. See docs/performance.md
-//! for the profile that chose them and the figures they give.
+//! Hand-written CPU kernels for the operations that dominate a training step on burn Flex:
+//! 2-D convolution (forward and both backward passes), BatchNorm (+ residual + ReLU) and the
+//! L2 term, each a single custom autodiff operation instead of a graph of generic tensor ops,
+//! and the RMSProp update as one pass per parameter. See docs/performance.md for the profile
+//! that chose them and the figures they give.
 //!
-//! The network code stays plain burn: it calls [`conv2d`] and [`batch_norm`], which run the
+//! The network code stays plain burn: it calls [`conv2d`], [`batch_norm`],
+//! [`batch_norm_add_relu`] and [`sum_of_squares`] (the optimiser, [`rmsprop_step`]), which run the
 //! kernels when the tensors live on the CPU backend (plain or autodiff) and fall back to burn's
 //! own ops on any other backend (the GPU path is untouched) or when `INCRPIPE_REFERENCE_OPS=1`.
 //! The backend is recognised by a checked downcast of the tensor value, so no generic bound
@@ -11,7 +13,7 @@
 //!
 //! Every kernel is deterministic: the same inputs give the same bits, whatever the number of
 //! threads (sums are split by data, never by thread). Tests against burn's reference ops:
-//! tests/engine_kernels.rs.
+//! tests/engine_fastops.rs; against the definitions: the unit tests of `conv` and `micro`.
 
 pub mod batchnorm;
 pub mod bench;
