@@ -696,14 +696,14 @@ fn check(g: &ConvGeom, x: &[f32], weight: &[f32], y: &[f32]) {
 mod tests {
     use super::*;
 
-    /// Direct convolution, the definition.
-    fn naive(g: &ConvGeom, x: &[f32], w: &[f32]) -> Vec<f32> {
-        let mut y = vec![0f32; g.n * g.out_len()];
+    /// Every (output element, input element, weight element) that the convolution multiplies:
+    /// the definition, as flat indices into y, x and the weight.
+    fn each_product(g: &ConvGeom, mut f: impl FnMut(usize, usize, usize)) {
         for n in 0..g.n {
             for co in 0..g.cout {
                 for oy in 0..g.ho {
                     for ox in 0..g.wo {
-                        let mut s = 0f64;
+                        let yi = ((n * g.cout + co) * g.ho + oy) * g.wo + ox;
                         for ci in 0..g.cin {
                             for ky in 0..g.kh {
                                 for kx in 0..g.kw {
@@ -713,19 +713,54 @@ mod tests {
                                     {
                                         continue;
                                     }
-                                    let xv = x[((n * g.cin + ci) * g.h + iy as usize) * g.w
-                                        + ix as usize];
-                                    let wv = w[((co * g.cin + ci) * g.kh + ky) * g.kw + kx];
-                                    s += (xv * wv) as f64;
+                                    let xi =
+                                        ((n * g.cin + ci) * g.h + iy as usize) * g.w + ix as usize;
+                                    let wi = ((co * g.cin + ci) * g.kh + ky) * g.kw + kx;
+                                    f(yi, xi, wi);
                                 }
                             }
                         }
-                        y[((n * g.cout + co) * g.ho + oy) * g.wo + ox] = s as f32;
                     }
                 }
             }
         }
-        y
+    }
+
+    /// Sums in f64, returned as f32.
+    fn summed(
+        len: usize,
+        g: &ConvGeom,
+        f: impl Fn(usize, usize, usize) -> (usize, f64),
+    ) -> Vec<f32> {
+        let mut acc = vec![0f64; len];
+        each_product(g, |yi, xi, wi| {
+            let (at, v) = f(yi, xi, wi);
+            acc[at] += v;
+        });
+        acc.into_iter().map(|v| v as f32).collect()
+    }
+
+    /// Direct convolution, the definition.
+    fn naive(g: &ConvGeom, x: &[f32], w: &[f32]) -> Vec<f32> {
+        summed(g.n * g.out_len(), g, |yi, xi, wi| {
+            (yi, (x[xi] * w[wi]) as f64)
+        })
+    }
+
+    /// The weight gradient by its definition: the sum over samples and output pixels of
+    /// dy times the input under each tap.
+    fn naive_weight_gradient(g: &ConvGeom, x: &[f32], dy: &[f32]) -> Vec<f32> {
+        summed(g.cout * g.k(), g, |yi, xi, wi| {
+            (wi, (x[xi] * dy[yi]) as f64)
+        })
+    }
+
+    /// The input gradient by its definition: dx[n][ci][iy][ix] = sum of w * dy over the
+    /// output pixels whose patch covers (iy, ix).
+    fn naive_input_gradient(g: &ConvGeom, dy: &[f32], w: &[f32]) -> Vec<f32> {
+        summed(g.n * g.in_len(), g, |yi, xi, wi| {
+            (xi, (w[wi] * dy[yi]) as f64)
+        })
     }
 
     #[test]
@@ -809,65 +844,6 @@ mod tests {
             close(&whole.0, &naive(&g, &x, &w)),
             "forward against the definition"
         );
-    }
-
-    /// The weight gradient by its definition: the sum over samples and output pixels of
-    /// dy times the input under each tap.
-    fn naive_weight_gradient(g: &ConvGeom, x: &[f32], dy: &[f32]) -> Vec<f32> {
-        let mut dw = vec![0f32; g.cout * g.k()];
-        for co in 0..g.cout {
-            for kk in 0..g.k() {
-                let (ci, ky, kx) = g.tap(kk);
-                let mut s = 0f64;
-                for n in 0..g.n {
-                    for oy in 0..g.ho {
-                        for ox in 0..g.wo {
-                            let iy = (oy * g.stride[0] + ky) as isize - g.pad[0] as isize;
-                            let ix = (ox * g.stride[1] + kx) as isize - g.pad[1] as isize;
-                            if iy < 0 || ix < 0 || iy >= g.h as isize || ix >= g.w as isize {
-                                continue;
-                            }
-                            let xv = x[((n * g.cin + ci) * g.h + iy as usize) * g.w + ix as usize];
-                            let d = dy[((n * g.cout + co) * g.ho + oy) * g.wo + ox];
-                            s += (xv * d) as f64;
-                        }
-                    }
-                }
-                dw[co * g.k() + kk] = s as f32;
-            }
-        }
-        dw
-    }
-
-    /// The input gradient by its definition: dx[n][ci][iy][ix] = sum of w * dy over the
-    /// output pixels whose patch covers (iy, ix).
-    fn naive_input_gradient(g: &ConvGeom, dy: &[f32], w: &[f32]) -> Vec<f32> {
-        let mut dx = vec![0f32; g.n * g.in_len()];
-        for n in 0..g.n {
-            for co in 0..g.cout {
-                for oy in 0..g.ho {
-                    for ox in 0..g.wo {
-                        let d = dy[((n * g.cout + co) * g.ho + oy) * g.wo + ox];
-                        for ci in 0..g.cin {
-                            for ky in 0..g.kh {
-                                for kx in 0..g.kw {
-                                    let iy = (oy * g.stride[0] + ky) as isize - g.pad[0] as isize;
-                                    let ix = (ox * g.stride[1] + kx) as isize - g.pad[1] as isize;
-                                    if iy < 0 || ix < 0 || iy >= g.h as isize || ix >= g.w as isize
-                                    {
-                                        continue;
-                                    }
-                                    let wv = w[((co * g.cin + ci) * g.kh + ky) * g.kw + kx];
-                                    dx[((n * g.cin + ci) * g.h + iy as usize) * g.w
-                                        + ix as usize] += wv * d;
-                                }
-                            }
-                        }
-                    }
-                }
-            }
-        }
-        dx
     }
 
     /// Stride-1 shapes whose rows are a multiple of 8 take the implicit path (forward, and
