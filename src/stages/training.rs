@@ -196,7 +196,7 @@ impl StageKind for Incremental {
         "incremental"
     }
     fn version(&self) -> u32 {
-        10
+        11
     }
     fn params(&self) -> &'static [ParamDecl] {
         PARAMS.as_slice()
@@ -354,9 +354,9 @@ macro_rules! chain_kind {
     };
 }
 
-chain_kind!(TrainStage, "train-stage", Step::Train, 10);
-chain_kind!(LookAhead, "look-ahead", Step::LookAhead, 10);
-chain_kind!(TrainBaseline, "train", Step::Train, 10);
+chain_kind!(TrainStage, "train-stage", Step::Train, 11);
+chain_kind!(LookAhead, "look-ahead", Step::LookAhead, 11);
+chain_kind!(TrainBaseline, "train", Step::Train, 11);
 
 /// Inputs common to every chain stage.
 struct Loaded {
@@ -524,7 +524,7 @@ impl StageKind for Augment {
         "augment"
     }
     fn version(&self) -> u32 {
-        9
+        10
     }
     fn params(&self) -> &'static [ParamDecl] {
         AUGMENT_PARAMS
@@ -587,7 +587,7 @@ impl StageKind for Evaluate {
         "evaluate"
     }
     fn version(&self) -> u32 {
-        10
+        11
     }
     fn params(&self) -> &'static [ParamDecl] {
         PARAMS.as_slice()

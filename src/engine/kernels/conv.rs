@@ -740,6 +740,18 @@ mod tests {
         acc.into_iter().map(|v| v as f32).collect()
     }
 
+    /// Deterministic input, weight and output gradient for `g`.
+    fn inputs(g: &ConvGeom) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+        let fill = |n: usize, a: usize, b: usize, c: f32, d: f32| -> Vec<f32> {
+            (0..n).map(|i| ((i * a % b) as f32 - c) / d).collect()
+        };
+        (
+            fill(g.n * g.in_len(), 37, 23, 11.0, 7.0),
+            fill(g.cout * g.k(), 53, 19, 9.0, 5.0),
+            fill(g.n * g.out_len(), 29, 17, 8.0, 3.0),
+        )
+    }
+
     /// Direct convolution, the definition.
     fn naive(g: &ConvGeom, x: &[f32], w: &[f32]) -> Vec<f32> {
         summed(g.n * g.out_len(), g, |yi, xi, wi| {
@@ -775,15 +787,7 @@ mod tests {
             ([20, 5, 4, 8], [3, 5, 3, 3], [1, 1], [1, 1]),
         ] {
             let g = ConvGeom::new(x, w, s, p).unwrap();
-            let xv: Vec<f32> = (0..g.n * g.in_len())
-                .map(|i| ((i * 37 % 23) as f32 - 11.0) / 7.0)
-                .collect();
-            let wv: Vec<f32> = (0..g.cout * g.k())
-                .map(|i| ((i * 53 % 19) as f32 - 9.0) / 5.0)
-                .collect();
-            let dy: Vec<f32> = (0..g.n * g.out_len())
-                .map(|i| ((i * 29 % 17) as f32 - 8.0) / 3.0)
-                .collect();
+            let (xv, wv, dy) = inputs(&g);
             let mut y = vec![f32::NAN; g.n * g.out_len()];
             forward(&g, &xv, &wv, None, &mut y);
             let mut dx = vec![f32::NAN; g.n * g.in_len()];
@@ -809,15 +813,7 @@ mod tests {
     #[test]
     fn tiling_does_not_change_the_results() {
         let g = ConvGeom::new([9, 3, 7, 5], [4, 3, 3, 3], [1, 1], [1, 1]).unwrap();
-        let x: Vec<f32> = (0..g.n * g.in_len())
-            .map(|i| ((i * 37 % 23) as f32 - 11.0) / 7.0)
-            .collect();
-        let w: Vec<f32> = (0..g.cout * g.k())
-            .map(|i| ((i * 53 % 19) as f32 - 9.0) / 5.0)
-            .collect();
-        let dy: Vec<f32> = (0..g.n * g.out_len())
-            .map(|i| ((i * 29 % 17) as f32 - 8.0) / 3.0)
-            .collect();
+        let (x, w, dy) = inputs(&g);
         let a = PackedA::rows(&w, g.cout, g.k());
         let run = |columns: usize| {
             let mut y = vec![0f32; g.n * g.out_len()];
@@ -859,15 +855,7 @@ mod tests {
         ] {
             let g = ConvGeom::new(x, w, [1, 1], p).unwrap();
             assert_eq!(g.path(), Path::Implicit, "{g:?}");
-            let xv: Vec<f32> = (0..g.n * g.in_len())
-                .map(|i| ((i * 37 % 23) as f32 - 11.0) / 7.0)
-                .collect();
-            let wv: Vec<f32> = (0..g.cout * g.k())
-                .map(|i| ((i * 53 % 19) as f32 - 9.0) / 5.0)
-                .collect();
-            let dy: Vec<f32> = (0..g.n * g.out_len())
-                .map(|i| ((i * 29 % 17) as f32 - 8.0) / 3.0)
-                .collect();
+            let (xv, wv, dy) = inputs(&g);
             let a = PackedA::rows(&wv, g.cout, g.k());
             let close = |a: &[f32], b: &[f32], what: &str| {
                 for (i, (a, b)) in a.iter().zip(b).enumerate() {
