@@ -112,9 +112,10 @@ enum Path {
     Implicit,
     /// Patches copied into packed panels, tiles of about `columns` output pixels.
     Packed { columns: usize },
-    /// Small images (VGG's 4x4 and 2x2): the patches of every sample side by side as one wide
-    /// B, so that the micro-kernel's 16 columns are not mostly padding; threads split the
-    /// output channels.
+    /// Small images (at most 16 pixels: VGG's 4x4 and 2x2): the patches of every sample side
+    /// by side as one wide B, so that the micro-kernel's 16 columns are not mostly padding;
+    /// threads split the output channels. (Each thread then reads all of B: for ResNet-20's
+    /// 8x8 stride-2 layer, a 9 MB B, that was 1.5-2.5x slower than tiles per sample.)
     Batched,
 }
 
@@ -122,7 +123,7 @@ impl ConvGeom {
     fn path(&self) -> Path {
         if self.stride == [1, 1] && self.wo.is_multiple_of(8) {
             Path::Implicit
-        } else if self.p() < TILE_COLUMNS / 2 {
+        } else if self.p() <= 16 {
             Path::Batched
         } else {
             Path::Packed {
