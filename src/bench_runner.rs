@@ -155,14 +155,16 @@ pub fn run(
         noop.push(time(&["run", "bench.toml", "-j", &j])? * 1e3);
         status.push(time(&["status", "bench.toml"])? * 1e3);
     }
+    // The run's CPU-time budget (wall x jobs) minus the commands' own time, per stage.
+    let overhead_ms = |commands: f64| (cold_s * jobs as f64 - commands) / stages as f64 * 1e3;
     Ok(RunnerBench {
         stages,
         jobs,
         cold_s,
         commands_s,
-        overhead_ms_per_stage: (cold_s * jobs as f64 - commands_s) / stages as f64 * 1e3,
+        overhead_ms_per_stage: overhead_ms(commands_s),
         alone_s,
-        overhead_vs_alone_ms: (cold_s * jobs as f64 - alone_s) / stages as f64 * 1e3,
+        overhead_vs_alone_ms: overhead_ms(alone_s),
         noop_rerun_ms: noop,
         status_ms: status,
     })

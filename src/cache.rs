@@ -435,13 +435,6 @@ impl Cache {
     }
 }
 
-/// Overwrites a small bookkeeping file in place, without creating (and
-/// deleting) an inode per write as a temporary file and rename would. The new
-/// content is padded with spaces (JSON whitespace) to the file's length and
-/// written with one `pwrite` at offset 0; up to one page, that write lands
-/// whole or not at all even if the process is killed, so a reader never sees
-/// a mix. Larger contents, and an empty list (which also shrinks the file),
-/// go through [`write_replace`].
 /// The records of a stage's outs as they are in the workspace, for an entry
 /// that [`Cache::commit`] will store.
 pub fn hash_outs(
@@ -462,6 +455,13 @@ pub fn hash_outs(
         .collect()
 }
 
+/// Overwrites a small bookkeeping file in place, without creating (and
+/// deleting) an inode per write as a temporary file and rename would. The new
+/// content is padded with spaces (JSON whitespace) to the file's length and
+/// written with one `pwrite` at offset 0; up to one page, that write lands
+/// whole or not at all even if the process is killed, so a reader never sees
+/// a mix. Larger contents, and an empty list (which also shrinks the file),
+/// go through [`write_replace`].
 fn write_in_place(path: &Path, data: &[u8]) -> io::Result<()> {
     use std::os::unix::fs::FileExt;
     const PAGE: usize = 4096;

@@ -43,7 +43,7 @@ impl Committer {
         let (report, failures) = mpsc::channel();
         let thread = std::thread::spawn(move || {
             for job in inbox {
-                // The stage's `status` record follows its entry (and is off the
+                // The stage's `state/last` record (read by `status`) follows its entry (and is off the
                 // scheduler's path too: it is a new file on a cold run).
                 let m = &job.meta;
                 let tmp = match job.from {

@@ -536,10 +536,10 @@ pub fn run(
                 hash_outs(&r.manifest.outs, &opts.workspace, &mut stats)
                     .map_err(|e| format!("could not be hashed: {e}"))
             });
-            let outcome = match (outcome, &r.entry_tmp) {
-                (Ok(outs), tmp) => {
+            let outcome = match outcome {
+                Ok(outs) => {
                     let meta = EntryMeta::new(&r.key, name, &r.manifest, outs, secs);
-                    let from = match tmp {
+                    let from = match &r.entry_tmp {
                         Some(tmp) => Source::Entry(tmp.clone()),
                         None => Source::Log(log.clone()),
                     };
@@ -550,9 +550,9 @@ pub fn run(
                     });
                     Ok(meta)
                 }
-                (Err(e), tmp) => {
+                Err(e) => {
                     // A failed attempt's entry never appears; its log stays in logs/.
-                    if let Some(tmp) = tmp {
+                    if let Some(tmp) = &r.entry_tmp {
                         let _ = remove_path(tmp);
                     }
                     Err(e)
