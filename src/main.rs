@@ -8,8 +8,9 @@ mod cmd;
 
 /// mimalloc keeps freed memory for reuse. With glibc's allocator, a training step's
 /// multi-megabyte activations and gradients went back to the kernel when freed and came back
-/// as fresh pages (a page fault and a zeroed page each) on the next allocation: ResNet-20 on
-/// CPU trains 14 % faster with mimalloc (docs/performance.md), for ~60 MB more peak memory.
+/// as fresh pages (a page fault and a zeroed page each) on the next allocation. Figures, and
+/// the commands that gave them (faster training, 60-130 MB more peak memory):
+/// docs/performance.md, step M.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -235,9 +235,14 @@ fn pack_rows<'a>(rows: impl ExactSizeIterator<Item = &'a [f32]>, len: usize, out
     out.clear();
     out.resize(len.div_ceil(NR) * n * NR, 0.0);
     for (r, row) in rows.enumerate() {
-        for (j, chunk) in row[..len].chunks(NR).enumerate() {
-            out[(j * n + r) * NR..][..chunk.len()].copy_from_slice(chunk);
-        }
+        put_row(out, n, r, &row[..len]);
+    }
+}
+
+/// Writes `row` as row `r` of packed panels of [`NR`] columns with `rows` rows each.
+fn put_row(out: &mut [f32], rows: usize, r: usize, row: &[f32]) {
+    for (j, chunk) in row.chunks(NR).enumerate() {
+        out[(j * rows + r) * NR..][..chunk.len()].copy_from_slice(chunk);
     }
 }
 
@@ -325,9 +330,7 @@ fn forward_with(
                 buf.packed.resize(panels * k * NR, 0.0);
                 for kk in 0..k {
                     patch_row(g, x_n, kk, (oy0, oy1), &mut buf.row);
-                    for (j, chunk) in buf.row.chunks(NR).enumerate() {
-                        buf.packed[(j * k + kk) * NR..][..chunk.len()].copy_from_slice(chunk);
-                    }
+                    put_row(&mut buf.packed, k, kk, &buf.row);
                 }
                 let (packed, off) = (&buf.packed, &buf.off);
                 micro::gemm(
@@ -456,7 +459,7 @@ impl Buffers {
         if self.padded.len() != g.padded_len() {
             // The borders stay zero from the allocation; only the interior is rewritten.
             self.padded = vec![0f32; g.padded_len()];
-            self.taps = g.tap_offsets();
+            self.taps = g.tap_offsets(g.cin);
         }
         pad_into(g, x_n, &mut self.padded);
     }
@@ -468,10 +471,11 @@ impl ConvGeom {
         self.cin * (self.h + 2 * self.pad[0]) * (self.w + 2 * self.pad[1])
     }
 
-    /// The offset in a padded sample of each kernel tap, relative to its output pixel's.
-    fn tap_offsets(&self) -> Vec<usize> {
+    /// The offset in a padded sample of each kernel tap of the first `channels` input
+    /// channels, relative to its output pixel's.
+    fn tap_offsets(&self, channels: usize) -> Vec<usize> {
         let (hp, wp) = (self.h + 2 * self.pad[0], self.w + 2 * self.pad[1]);
-        (0..self.k())
+        (0..channels * self.kh * self.kw)
             .map(|kk| {
                 let (ci, ky, kx) = self.tap(kk);
                 (ci * hp + ky) * wp + kx
@@ -480,7 +484,8 @@ impl ConvGeom {
     }
 }
 
-/// Writes sample `x_n` into the interior of `dst`, a padded sample whose borders are zero.
+/// Writes the channel planes `x_n` (a whole sample, or some of its channels) into the
+/// interior of `dst`, padded planes whose borders are zero.
 fn pad_into(g: &ConvGeom, x_n: &[f32], dst: &mut [f32]) {
     let (hp, wp) = (g.h + 2 * g.pad[0], g.w + 2 * g.pad[1]);
     for (ci, plane) in x_n.chunks_exact(g.h * g.w).enumerate() {
@@ -601,20 +606,12 @@ pub fn backward_weight(g: &ConvGeom, x: &[f32], dy: &[f32]) -> (Vec<f32>, Vec<f3
             if buf.padded.len() != ns * nch * plane {
                 buf.padded = vec![0f32; ns * nch * plane];
             }
+            let hw = g.h * g.w;
             for (sl, s) in samples.clone().enumerate() {
-                for (cl, ci) in channels.clone().enumerate() {
-                    let src = &x[(s * g.cin + ci) * g.h * g.w..][..g.h * g.w];
-                    for (iy, row) in src.chunks_exact(g.w).enumerate() {
-                        let at = (sl * nch + cl) * plane + (iy + g.pad[0]) * wp + g.pad[1];
-                        buf.padded[at..at + g.w].copy_from_slice(row);
-                    }
-                }
+                let planes = &x[(s * g.cin + channels.start) * hw..][..nch * hw];
+                pad_into(g, planes, &mut buf.padded[sl * nch * plane..]);
             }
-            buf.taps.clear();
-            buf.taps.extend((0..nch * taps_per_ch).map(|kk| {
-                let (cl, ky, kx) = (kk / taps_per_ch, kk / g.kw % g.kh, kk % g.kw);
-                cl * plane + ky * wp + kx
-            }));
+            buf.taps = g.tap_offsets(nch);
             buf.pixel.clear();
             buf.pixel.extend((0..ns * p).map(|q| {
                 let (sl, c) = (q / p, q % p);

@@ -292,10 +292,7 @@ impl Backward<Plain, 1> for SumOfSquaresBackward {
         let Some(node) = node else { return };
         let two_g = 2.0 * values(&g)[0];
         let w = ops.state;
-        let mut dw = vec![0f32; values(&w).len()];
-        dw.par_chunks_mut(1 << 14)
-            .zip(values(&w).par_chunks(1 << 14))
-            .for_each(|(d, w)| d.iter_mut().zip(w).for_each(|(d, w)| *d = w * two_g));
+        let dw: Vec<f32> = values(&w).par_iter().map(|w| w * two_g).collect();
         let n = dw.len();
         grads.register::<Plain>(node.id, tensor(dw, vec![n]));
     }

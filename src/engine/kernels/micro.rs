@@ -3,8 +3,8 @@
 //!
 //! Why not the `gemm` crate alone: it packs both operands on every call. For a convolution
 //! that means copying the im2col matrix a second time and repacking the same weights for
-//! every tile and sample; in a ResNet-20 step only ~30 % of the time was its micro-kernel
-//! (docs/performance.md). Here `A` is packed by the caller once per call ([`PackedA`]) and `B`
+//! every tile and sample; in a `perf` profile of a ResNet-20 step only ~30 % of the time was
+//! its micro-kernel (docs/performance.md, step H, has the command). Here `A` is packed by the caller once per call ([`PackedA`]) and `B`
 //! is read wherever it already is: each k-step's 16 columns are two 8-float vectors at
 //! `lo + off[k]` and `hi + off[k]` of one slice ([`BPanel`]). That covers a packed panel
 //! (`off[k] = 16 k`) and, for a stride-1 convolution, the zero-padded input itself (`off[k]`

@@ -42,7 +42,8 @@ fn update(
     (sa, v, p - v.unwrap_or(d) * c.lr)
 }
 
-/// New parameters, new square average, new momentum buffer (when `momentum > 0`).
+/// New parameters, new square average, new momentum buffer (when `momentum > 0`): copies of
+/// the inputs (zeros for state that does not exist yet) updated by [`update_all`].
 pub fn step(
     c: Consts,
     param: &[f32],
@@ -51,67 +52,40 @@ pub fn step(
     buf: Option<&[f32]>,
 ) -> (Vec<f32>, Vec<f32>, Option<Vec<f32>>) {
     let n = param.len();
-    assert_eq!(grad.len(), n, "gradient and parameter differ in length");
-    assert!(
-        square_avg.is_none_or(|s| s.len() == n),
-        "state has the wrong length"
+    let state = |s: Option<&[f32]>| s.map_or_else(|| vec![0f32; n], <[f32]>::to_vec);
+    let mut new_p = param.to_vec();
+    let mut new_sa = state(square_avg);
+    let mut new_buf = (c.momentum > 0.0).then(|| state(buf));
+    update_all(
+        c,
+        &mut new_p,
+        grad,
+        (&mut new_sa, square_avg.is_some()),
+        new_buf.as_deref_mut().map(|b| (b, buf.is_some())),
     );
-    assert!(
-        buf.is_none_or(|b| b.len() == n),
-        "state has the wrong length"
-    );
-    let with_momentum = c.momentum > 0.0;
-    let mut new_p = vec![0f32; n];
-    let mut new_sa = vec![0f32; n];
-    let mut new_buf = if with_momentum {
-        vec![0f32; n]
-    } else {
-        Vec::new()
-    };
-    let body =
-        |start: usize, p_out: &mut [f32], sa_out: &mut [f32], mut b_out: Option<&mut [f32]>| {
-            for j in 0..p_out.len() {
-                let i = start + j;
-                let (sa, v, p) = update(
-                    c,
-                    param[i],
-                    grad[i],
-                    square_avg.map(|s| s[i]),
-                    buf.map(|b| b[i]),
-                );
-                sa_out[j] = sa;
-                if let (Some(b), Some(v)) = (b_out.as_deref_mut(), v) {
-                    b[j] = v;
-                }
-                p_out[j] = p;
-            }
-        };
-    if with_momentum {
-        new_p
-            .par_chunks_mut(CHUNK)
-            .zip(new_sa.par_chunks_mut(CHUNK))
-            .zip(new_buf.par_chunks_mut(CHUNK))
-            .enumerate()
-            .for_each(|(k, ((p, s), b))| body(k * CHUNK, p, s, Some(b)));
-    } else {
-        new_p
-            .par_chunks_mut(CHUNK)
-            .zip(new_sa.par_chunks_mut(CHUNK))
-            .enumerate()
-            .for_each(|(k, (p, s))| body(k * CHUNK, p, s, None));
-    }
-    (new_p, new_sa, with_momentum.then_some(new_buf))
+    (new_p, new_sa, new_buf)
 }
 
 /// The same update in place, for a step after the first whose tensors are owned by nobody
-/// else (no allocation, no zero-filling: three fewer passes over memory than [`step`]).
-/// `buf` must be given exactly when `momentum > 0`.
+/// else (no allocation and no copies). `buf` must be given exactly when `momentum > 0`.
 pub fn step_in_place(
     c: Consts,
     param: &mut [f32],
     grad: &[f32],
     square_avg: &mut [f32],
     buf: Option<&mut [f32]>,
+) {
+    update_all(c, param, grad, (square_avg, true), buf.map(|b| (b, true)));
+}
+
+/// Updates `param` and the state in place. Each state comes with whether it holds values yet
+/// (false on the first step: its contents are then ignored, as burn treats missing state).
+fn update_all(
+    c: Consts,
+    param: &mut [f32],
+    grad: &[f32],
+    (square_avg, has_sa): (&mut [f32], bool),
+    buf: Option<(&mut [f32], bool)>,
 ) {
     let n = param.len();
     assert_eq!(grad.len(), n, "gradient and parameter differ in length");
@@ -122,13 +96,14 @@ pub fn step_in_place(
         "momentum buffer given iff momentum"
     );
     assert!(
-        buf.as_ref().is_none_or(|b| b.len() == n),
+        buf.as_ref().is_none_or(|(b, _)| b.len() == n),
         "state has the wrong length"
     );
+    let has_buf = buf.as_ref().is_some_and(|(_, has)| *has);
     let body = |p: &mut [f32], g: &[f32], s: &mut [f32], mut b: Option<&mut [f32]>| {
         for j in 0..p.len() {
-            let old_b = b.as_deref().map(|b| b[j]);
-            let (sa, v, np) = update(c, p[j], g[j], Some(s[j]), old_b);
+            let old_b = b.as_deref().filter(|_| has_buf).map(|b| b[j]);
+            let (sa, v, np) = update(c, p[j], g[j], has_sa.then(|| s[j]), old_b);
             s[j] = sa;
             if let (Some(b), Some(v)) = (b.as_deref_mut(), v) {
                 b[j] = v;
@@ -141,7 +116,7 @@ pub fn step_in_place(
         .zip(grad.par_chunks(CHUNK))
         .zip(square_avg.par_chunks_mut(CHUNK));
     match buf {
-        Some(buf) => parts
+        Some((buf, _)) => parts
             .zip(buf.par_chunks_mut(CHUNK))
             .for_each(|(((p, g), s), b)| body(p, g, s, Some(b))),
         None => parts.for_each(|((p, g), s)| body(p, g, s, None)),
