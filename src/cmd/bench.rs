@@ -58,8 +58,16 @@ pub fn run(what: &str, args: BenchArgs) -> anyhow::Result<()> {
         Device::Cuda(_) => bail!("this binary was built without the `cuda` feature"),
     };
     println!(
-        "{} {} batch {} on {}: {:.1} images/s (median step {:.4} s over {} steps)",
-        r.what, r.net, r.batch, device, r.images_per_sec, r.median_step_seconds, r.steps
+        "{} {} batch {} on {}: {:.1} images/s (median step {:.4} s over {} steps; fastest {:.4} s = {:.1} images/s)",
+        r.what,
+        r.net,
+        r.batch,
+        device,
+        r.images_per_sec,
+        r.median_step_seconds,
+        r.steps,
+        r.fastest_step_seconds,
+        r.batch as f64 / r.fastest_step_seconds
     );
     let step: f64 = r.breakdown.iter().map(|b| b.1).sum();
     for (what, secs) in &r.breakdown {
