@@ -17,7 +17,8 @@ if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c "import torch" 2>/dev/
 fi
 cargo build --release --quiet
 incrpipe=${CARGO_TARGET_DIR:-target}/release/incrpipe
-line() { grep "images/s" | sed 's/ (median.*//'; }
+# "<what> <net> ... on <device>: <median> images/s, fastest step <fastest> images/s"
+line() { grep "images/s" | head -1 | sed -E 's/ \(median.*= ([0-9.]+) images\/s\)/, fastest step \1 images\/s/'; }
 for r in $(seq "$rounds"); do
     for what in "train --batch $train_batch" "infer --batch 500"; do
         # shellcheck disable=SC2086

@@ -106,9 +106,9 @@ pub const TILE_COLUMNS: usize = 256;
 /// How a forward convolution reads its input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Path {
-    /// Straight from a zero-padded copy of each sample (implicit GEMM, no im2col): stride 1
-    /// and output rows a multiple of 8 pixels, so that every 8 adjacent output pixels read 8
-    /// adjacent input values.
+    /// Straight from a zero-padded, phased copy of each sample ([`pad_into`]; implicit GEMM,
+    /// no im2col): output rows a multiple of 8 pixels, so that every 8 adjacent output pixels
+    /// read 8 adjacent input values.
     Implicit,
     /// Patches copied into packed panels, tiles of about `columns` output pixels.
     Packed { columns: usize },
@@ -121,7 +121,7 @@ enum Path {
 
 impl ConvGeom {
     fn path(&self) -> Path {
-        if self.stride == [1, 1] && self.wo.is_multiple_of(8) {
+        if self.wo.is_multiple_of(8) {
             Path::Implicit
         } else if self.p() <= 16 {
             Path::Batched
@@ -288,8 +288,7 @@ fn forward_with(
     let per_sample = |y_n: &mut [f32], x_n: &[f32], buf: &mut Buffers| match path {
         Path::Implicit => {
             buf.pad(g, x_n);
-            let wp = g.w + 2 * g.pad[1];
-            let base = |c: usize| (c / g.wo) * wp + c % g.wo;
+            let base = |c: usize| g.pixel_offset(c);
             let (padded, off) = (&buf.padded, &buf.taps);
             micro::gemm(
                 CBlock {
@@ -402,29 +401,33 @@ fn forward_batched(g: &ConvGeom, x: &[f32], a: &PackedA, y: &mut [f32]) {
     let off = micro::packed_offsets(k);
     let mut out = vec![0f32; g.cout * cols];
     // Rows of Y in blocks of whole micro-panels, about four per thread: no sum is split.
-    let per = g
-        .cout
-        .div_ceil(micro::MR)
-        .div_ceil(4 * rayon::current_num_threads())
-        .max(1);
-    out.par_chunks_mut(per * micro::MR * cols)
-        .enumerate()
-        .for_each(|(t, c)| {
-            let rows = c.len() / cols;
-            micro::gemm(
-                CBlock {
-                    data: c,
-                    start: 0,
-                    ldc: cols,
-                    rows,
-                    cols,
-                },
-                false,
-                ASource::PackedPanels(a, t * per, per),
-                cols.div_ceil(NR),
-                |j| packed_panel(&packed, &off, cols, j),
-            );
-        });
+    let panels = micro::row_panels(g.cout);
+    let per = panels.div_ceil(4 * rayon::current_num_threads()).max(1);
+    let mut blocks = Vec::new();
+    let mut rest = &mut out[..];
+    for first in (0..panels).step_by(per) {
+        let rows = micro::panel_start(g.cout, (first + per).min(panels))
+            - micro::panel_start(g.cout, first);
+        let (block, tail) = rest.split_at_mut(rows * cols);
+        blocks.push((first, block));
+        rest = tail;
+    }
+    blocks.into_par_iter().for_each(|(first, c)| {
+        let rows = c.len() / cols;
+        micro::gemm(
+            CBlock {
+                data: c,
+                start: 0,
+                ldc: cols,
+                rows,
+                cols,
+            },
+            false,
+            ASource::PackedPanels(a, first, per),
+            cols.div_ceil(NR),
+            |j| packed_panel(&packed, &off, cols, j),
+        );
+    });
     y.par_chunks_mut(g.out_len())
         .enumerate()
         .for_each(|(s, y_s)| {
@@ -437,8 +440,10 @@ fn forward_batched(g: &ConvGeom, x: &[f32], a: &PackedA, y: &mut [f32]) {
 /// Per-thread scratch space of the kernels, reused across samples.
 #[derive(Default)]
 struct Buffers {
-    /// A zero-padded sample (`[Cin, H + 2 pad, W + 2 pad]`), for the implicit paths.
+    /// Phased copies of samples ([`pad_into`]), for the implicit paths.
     padded: Vec<f32>,
+    /// The (samples, channels) that `padded` is laid out for.
+    padded_for: (usize, usize),
     /// The offset in `padded` of each kernel tap, relative to its output pixel's.
     taps: Vec<usize>,
     /// B's offset table (packed path).
@@ -456,42 +461,75 @@ struct Buffers {
 impl Buffers {
     /// Copies sample `x_n` into the middle of `padded` (and sets up `taps` on first use).
     fn pad(&mut self, g: &ConvGeom, x_n: &[f32]) {
-        if self.padded.len() != g.padded_len() {
+        if self.padded_for != (1, g.cin) || self.padded.len() != g.phased_len(g.cin) {
             // The borders stay zero from the allocation; only the interior is rewritten.
-            self.padded = vec![0f32; g.padded_len()];
+            self.padded = vec![0f32; g.phased_len(g.cin)];
+            self.padded_for = (1, g.cin);
             self.taps = g.tap_offsets(g.cin);
         }
         pad_into(g, x_n, &mut self.padded);
     }
 }
 
+/// The kernels' copy of the input: zero-padded and split into stride phases,
+/// `[phase y][phase x][channel][hq][wq]`, where phase (a, b) holds the padded pixels
+/// (s0 * i + a, s1 * j + b) at (i, j). Kernel tap (ky, kx) of output pixel (oy, ox) is then
+/// pixel (oy + ky / s0, ox + kx / s1) of phase (ky % s0, kx % s1): adjacent output pixels read
+/// adjacent values for any stride, so a strided convolution is an implicit GEMM too. With
+/// stride 1 it is the plain padded input.
 impl ConvGeom {
-    /// Values of one zero-padded sample.
-    fn padded_len(&self) -> usize {
-        self.cin * (self.h + 2 * self.pad[0]) * (self.w + 2 * self.pad[1])
+    /// Size of a phase plane: (hq, wq).
+    fn phase_plane(&self) -> (usize, usize) {
+        let (hp, wp) = (self.h + 2 * self.pad[0], self.w + 2 * self.pad[1]);
+        (hp.div_ceil(self.stride[0]), wp.div_ceil(self.stride[1]))
     }
 
-    /// The offset in a padded sample of each kernel tap of the first `channels` input
-    /// channels, relative to its output pixel's.
+    /// Values of the phased copy of `channels` channels of one sample.
+    fn phased_len(&self, channels: usize) -> usize {
+        let (hq, wq) = self.phase_plane();
+        self.stride[0] * self.stride[1] * channels * hq * wq
+    }
+
+    /// The offset in the phased copy of `channels` channels of each of their kernel taps,
+    /// relative to its output pixel's ([`ConvGeom::pixel_offset`]).
     fn tap_offsets(&self, channels: usize) -> Vec<usize> {
-        let (hp, wp) = (self.h + 2 * self.pad[0], self.w + 2 * self.pad[1]);
+        let (hq, wq) = self.phase_plane();
+        let [s0, s1] = self.stride;
         (0..channels * self.kh * self.kw)
             .map(|kk| {
                 let (ci, ky, kx) = self.tap(kk);
-                (ci * hp + ky) * wp + kx
+                let phase = (ky % s0) * s1 + kx % s1;
+                ((phase * channels + ci) * hq + ky / s0) * wq + kx / s1
             })
             .collect()
+    }
+
+    /// The offset in a phased copy of output pixel `c` (its tap (0, 0)).
+    fn pixel_offset(&self, c: usize) -> usize {
+        (c / self.wo) * self.phase_plane().1 + c % self.wo
     }
 }
 
 /// Writes the channel planes `x_n` (a whole sample, or some of its channels) into the
-/// interior of `dst`, padded planes whose borders are zero.
+/// interior of `dst`, their phased copy ([`ConvGeom::phase_plane`]) whose borders are zero.
 fn pad_into(g: &ConvGeom, x_n: &[f32], dst: &mut [f32]) {
-    let (hp, wp) = (g.h + 2 * g.pad[0], g.w + 2 * g.pad[1]);
+    let (hq, wq) = g.phase_plane();
+    let [s0, s1] = g.stride;
+    let channels = x_n.len() / (g.h * g.w).max(1);
+    let phase_len = channels * hq * wq;
     for (ci, plane) in x_n.chunks_exact(g.h * g.w).enumerate() {
         for (iy, row) in plane.chunks_exact(g.w).enumerate() {
-            let at = (ci * hp + iy + g.pad[0]) * wp + g.pad[1];
-            dst[at..at + g.w].copy_from_slice(row);
+            let py = iy + g.pad[0];
+            let line = (py % s0) * s1 * phase_len + (ci * hq + py / s0) * wq;
+            if s1 == 1 {
+                let at = line + g.pad[1];
+                dst[at..at + g.w].copy_from_slice(row);
+            } else {
+                for (ix, v) in row.iter().enumerate() {
+                    let px = ix + g.pad[1];
+                    dst[line + (px % s1) * phase_len + px / s1] = *v;
+                }
+            }
         }
     }
 }
@@ -593,7 +631,6 @@ pub fn backward_weight(g: &ConvGeom, x: &[f32], dy: &[f32]) -> (Vec<f32>, Vec<f3
             .max(1),
     );
     let blocks = g.cin.div_ceil(per_block);
-    let (hp, wp) = (g.h + 2 * g.pad[0], g.w + 2 * g.pad[1]);
     let partials: Vec<Vec<f32>> = (0..chunks * blocks)
         .into_par_iter()
         .map_init(Buffers::default, |buf, t| {
@@ -601,21 +638,23 @@ pub fn backward_weight(g: &ConvGeom, x: &[f32], dy: &[f32]) -> (Vec<f32>, Vec<f3
             let samples = c * chunk..g.n.min((c + 1) * chunk);
             let channels = b * per_block..g.cin.min((b + 1) * per_block);
             let (ns, nch) = (samples.len(), channels.len());
-            let plane = hp * wp;
-            // The chunk's samples, this block's channels, zero-padded: [s][ci][hp][wp].
-            if buf.padded.len() != ns * nch * plane {
-                buf.padded = vec![0f32; ns * nch * plane];
+            let plane = g.phased_len(nch);
+            // The chunk's samples, this block's channels, phased: [s][phased copy].
+            // Which pixels are border depends on the block's shape, not only its size.
+            if buf.padded_for != (ns, nch) {
+                buf.padded = vec![0f32; ns * plane];
+                buf.padded_for = (ns, nch);
             }
             let hw = g.h * g.w;
             for (sl, s) in samples.clone().enumerate() {
                 let planes = &x[(s * g.cin + channels.start) * hw..][..nch * hw];
-                pad_into(g, planes, &mut buf.padded[sl * nch * plane..]);
+                pad_into(g, planes, &mut buf.padded[sl * plane..][..plane]);
             }
             buf.taps = g.tap_offsets(nch);
             buf.pixel.clear();
             buf.pixel.extend((0..ns * p).map(|q| {
                 let (sl, c) = (q / p, q % p);
-                sl * nch * plane + (c / g.wo) * g.stride[0] * wp + (c % g.wo) * g.stride[1]
+                sl * plane + g.pixel_offset(c)
             }));
             // dY^T of the chunk in panels of NR output channels: [panel][s, pixel][NR].
             let steps = ns * p;
@@ -840,18 +879,24 @@ mod tests {
         );
     }
 
-    /// Stride-1 shapes whose rows are a multiple of 8 take the implicit path (forward, and
-    /// the input gradient as a transposed convolution); it gives what the packed path and the
-    /// definitions give, including k > one block of micro::KC and partial micro-tiles.
+    /// Shapes whose output rows are a multiple of 8 take the implicit path (forward, and for
+    /// stride 1 the input gradient as a transposed convolution), strided ones through the
+    /// phased copy of the input (odd padded sizes included); it gives what the packed path
+    /// and the definitions give, including k > one block of micro::KC and partial
+    /// micro-tiles. The weight gradient reads the same phased copy.
     #[test]
     fn implicit_and_packed_paths_agree_with_the_definitions() {
-        for (x, w, p) in [
-            ([3, 5, 6, 8], [7, 5, 3, 3], [1, 1]),
-            ([2, 30, 4, 16], [13, 30, 3, 3], [1, 1]),
-            ([2, 6, 5, 8], [8, 6, 1, 1], [0, 0]),
-            ([1, 2, 6, 16], [3, 2, 5, 5], [2, 2]),
+        for (x, w, p, s) in [
+            ([3, 5, 6, 8], [7, 5, 3, 3], [1, 1], [1, 1]),
+            ([2, 30, 4, 16], [13, 30, 3, 3], [1, 1], [1, 1]),
+            ([2, 6, 5, 8], [8, 6, 1, 1], [0, 0], [1, 1]),
+            ([1, 2, 6, 16], [3, 2, 5, 5], [2, 2], [1, 1]),
+            ([2, 5, 32, 32], [16, 5, 3, 3], [1, 1], [2, 2]),
+            ([1, 3, 17, 16], [4, 3, 3, 3], [1, 1], [2, 2]),
+            ([2, 4, 16, 16], [6, 4, 1, 1], [0, 0], [2, 2]),
+            ([1, 2, 7, 48], [3, 2, 3, 3], [0, 0], [1, 3]),
         ] {
-            let g = ConvGeom::new(x, w, [1, 1], p).unwrap();
+            let g = ConvGeom::new(x, w, s, p).unwrap();
             assert_eq!(g.path(), Path::Implicit, "{g:?}");
             let (xv, wv, dy) = inputs(&g);
             let a = PackedA::rows(&wv, g.cout, g.k());

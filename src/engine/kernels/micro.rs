@@ -18,15 +18,32 @@
 //! the portable path does not, so the two differ in the last bits; a machine always takes the
 //! same one.
 
-/// Rows of a micro-tile.
+/// Most rows of a micro-tile.
 pub const MR: usize = 6;
 /// Columns of a micro-tile (two 8-float vectors).
 pub const NR: usize = 16;
 /// k-steps per block: a packed B panel of a block (16 x 256 floats) stays in L1.
 pub const KC: usize = 256;
 
-/// `A` packed in panels of [`MR`] rows: element (r, k) of panel `i` is at
-/// `(i * k_len + k) * MR + r`; rows past `m` are zero.
+/// How many row panels an `m`-row A is cut into: `ceil(m / MR)`.
+pub fn row_panels(m: usize) -> usize {
+    m.div_ceil(MR)
+}
+
+/// The first row of panel `i` (`i == row_panels(m)` gives `m`). The rows are shared out as evenly
+/// as the panel count allows (16 rows: 6 + 5 + 5, not 6 + 6 + 4 or 6 + 6 + 6 with two rows of
+/// zeros): a tile of h rows costs h / MR of a full one, so no row is computed twice or wasted,
+/// and the kernel keeps at least 8 independent sums for the FMA units' latency whenever m >= 7.
+/// It depends on `m` only, so the sums (and the bits) do not depend on how work is split.
+pub fn panel_start(m: usize, i: usize) -> usize {
+    let n = row_panels(m).max(1);
+    debug_assert!(i <= n);
+    let (base, extra) = (m / n, m % n);
+    i * base + i.min(extra)
+}
+
+/// `A` packed in row panels ([`panel_start`]): element (r, k) of the panel of `h` rows that
+/// starts at row `s` is at `s * k_len + k * h + (r - s)`. No padding rows.
 pub struct PackedA {
     data: Vec<f32>,
     m: usize,
@@ -47,15 +64,14 @@ impl PackedA {
 
     /// Packs again into the same buffer (no allocation when it is large enough).
     pub fn repack(&mut self, m: usize, k: usize, at: impl Fn(usize, usize) -> f32) {
-        let panels = m.div_ceil(MR);
         self.data.clear();
-        self.data.resize(panels * k * MR, 0.0);
-        for i in 0..panels {
-            let rows = MR.min(m - i * MR);
-            let panel = &mut self.data[i * k * MR..(i + 1) * k * MR];
-            for r in 0..rows {
-                for (kk, v) in panel.iter_mut().skip(r).step_by(MR).enumerate() {
-                    *v = at(i * MR + r, kk);
+        self.data.resize(m * k, 0.0);
+        for i in 0..row_panels(m) {
+            let (s, e) = (panel_start(m, i), panel_start(m, i + 1));
+            let panel = &mut self.data[s * k..e * k];
+            for r in s..e {
+                for (kk, v) in panel.iter_mut().skip(r - s).step_by(e - s).enumerate() {
+                    *v = at(r, kk);
                 }
             }
         }
@@ -76,8 +92,10 @@ impl PackedA {
         self.k
     }
 
+    /// Panel `i`: `[k][h]`.
     fn panel(&self, i: usize) -> &[f32] {
-        &self.data[i * self.k * MR..(i + 1) * self.k * MR]
+        let (s, e) = (panel_start(self.m, i), panel_start(self.m, i + 1));
+        &self.data[s * self.k..e * self.k]
     }
 }
 
@@ -112,8 +130,8 @@ pub struct CBlock<'a> {
 pub enum ASource<'a> {
     /// Packed by the caller.
     Packed(&'a PackedA),
-    /// Row panels `first..first + count` of a packed A (rows `first * MR..`), for work split
-    /// by rows.
+    /// Row panels `first..first + count` of a packed A (rows from `panel_start(m, first)`),
+    /// for work split by rows.
     PackedPanels(&'a PackedA, usize, usize),
     /// Read in place: element (r, k) is `data[rows[r] + off[k]]` (for a convolution's weight
     /// gradient: row r a kernel tap, k an output pixel, `data` the zero-padded input).
@@ -129,9 +147,9 @@ impl ASource<'_> {
         match self {
             ASource::Packed(a) => (a.m, a.k),
             ASource::PackedPanels(a, first, count) => {
-                let end = (first + count).min(a.m.div_ceil(MR));
-                let rows = (end * MR).min(a.m).saturating_sub(first * MR);
-                (rows, a.k)
+                let n = row_panels(a.m);
+                let (first, end) = ((*first).min(n), (first + count).min(n));
+                (panel_start(a.m, end) - panel_start(a.m, first), a.k)
             }
             ASource::Gather { rows, off, .. } => (rows.len(), off.len()),
         }
@@ -220,14 +238,28 @@ pub fn gemm<'b>(
             Some(at)
         })
         .collect();
-    let a_panels = m.div_ceil(MR);
+    // Row panels of this call as (panel of A, first row in C, rows). A packed A brings its
+    // own split of rows; a gathered one is split here the same way.
+    let (total, first, count) = match a {
+        ASource::Packed(p) => (p.m, 0, row_panels(p.m)),
+        ASource::PackedPanels(p, first, count) => (p.m, first, count),
+        ASource::Gather { .. } => (m, 0, row_panels(m)),
+    };
+    let end = (first + count).min(row_panels(total));
+    let base = panel_start(total, first.min(end));
+    let a_panels: Vec<(usize, usize, usize)> = (first..end)
+        .map(|i| {
+            let s = panel_start(total, i);
+            (i, s - base, panel_start(total, i + 1) - s)
+        })
+        .collect();
     // Packed A: each B panel (L1) meets every A panel (L2) in turn. Gathered A: each A panel
     // is gathered into L1 from wherever it lies and meets every B panel (L2) in turn.
     let a_outer = matches!(a, ASource::Gather { .. });
     let (outer, inner) = if a_outer {
-        (a_panels, bs.len())
+        (a_panels.len(), bs.len())
     } else {
-        (bs.len(), a_panels)
+        (bs.len(), a_panels.len())
     };
     for k0 in (0..k).step_by(KC) {
         let k1 = (k0 + KC).min(k);
@@ -235,16 +267,15 @@ pub fn gemm<'b>(
             for n in 0..inner {
                 let (i, j) = if a_outer { (o, n) } else { (n, o) };
                 let (b, col) = (&bs[j], cols[j]);
-                let rows = MR.min(m - i * MR);
+                let (panel, row0, rows) = a_panels[i];
                 let a = match a {
-                    ASource::Packed(p) => TileA::Packed(&p.panel(i)[k0 * MR..k1 * MR]),
-                    ASource::PackedPanels(p, first, _) => {
-                        TileA::Packed(&p.panel(first + i)[k0 * MR..k1 * MR])
+                    ASource::Packed(p) | ASource::PackedPanels(p, ..) => {
+                        TileA::Packed(&p.panel(panel)[k0 * rows..k1 * rows])
                     }
                     ASource::Gather { data, rows: r, off } => {
-                        // Rows past m repeat the panel's first row; they are not stored.
-                        let mut at = [r[i * MR]; MR];
-                        at[..rows].copy_from_slice(&r[i * MR..i * MR + rows]);
+                        // Rows past the panel's repeat its first row; they are not read.
+                        let mut at = [r[row0]; MR];
+                        at[..rows].copy_from_slice(&r[row0..row0 + rows]);
                         TileA::Gather {
                             data,
                             rows: at,
@@ -262,7 +293,7 @@ pub fn gemm<'b>(
                     accumulate: accumulate || k0 > 0,
                 };
                 // The tile's last element lies inside C (checked above for the whole block).
-                let at = c.start + i * MR * c.ldc + col;
+                let at = c.start + row0 * c.ldc + col;
                 tile.run(fma, &mut c.data[at..], c.ldc);
             }
         }
@@ -272,7 +303,7 @@ pub fn gemm<'b>(
 /// A micro-tile's rows of A.
 #[derive(Clone, Copy)]
 enum TileA<'a> {
-    /// `[k][MR]`.
+    /// `[k][rows]`.
     Packed(&'a [f32]),
     /// Element (r, k) at `data[rows[r] + off[k]]`.
     Gather {
@@ -290,11 +321,11 @@ struct Tile<'a> {
     accumulate: bool,
 }
 
-/// Reads of A in the AVX2 kernel: the address of element (r, k).
+/// Reads of A in the AVX2 kernel: the address of element (r, k) of a tile of `R` rows.
 trait RowsOfA: Copy {
     /// # Safety
     /// (r, k) must be inside the tile (bounds were checked by `gemm`).
-    unsafe fn at(self, r: usize, k: usize) -> *const f32;
+    unsafe fn at<const R: usize>(self, r: usize, k: usize) -> *const f32;
 }
 
 #[derive(Clone, Copy)]
@@ -302,9 +333,9 @@ struct PackedRows(*const f32);
 
 impl RowsOfA for PackedRows {
     #[inline(always)]
-    unsafe fn at(self, r: usize, k: usize) -> *const f32 {
+    unsafe fn at<const R: usize>(self, r: usize, k: usize) -> *const f32 {
         // SAFETY: see the trait.
-        unsafe { self.0.add(k * MR + r) }
+        unsafe { self.0.add(k * R + r) }
     }
 }
 
@@ -317,7 +348,7 @@ struct GatheredRows {
 
 impl RowsOfA for GatheredRows {
     #[inline(always)]
-    unsafe fn at(self, r: usize, k: usize) -> *const f32 {
+    unsafe fn at<const R: usize>(self, r: usize, k: usize) -> *const f32 {
         // SAFETY: see the trait.
         unsafe { self.data.add(self.rows[r] + *self.off.add(k)) }
     }
@@ -334,8 +365,8 @@ impl Tile<'_> {
             // and cols inside the slice).
             unsafe {
                 match self.a {
-                    TileA::Packed(a) => self.run_fma(PackedRows(a.as_ptr()), c, ldc),
-                    TileA::Gather { data, rows, off } => self.run_fma(
+                    TileA::Packed(a) => self.run_fma_rows(PackedRows(a.as_ptr()), c, ldc),
+                    TileA::Gather { data, rows, off } => self.run_fma_rows(
                         GatheredRows {
                             data: data.as_ptr(),
                             rows,
@@ -352,7 +383,7 @@ impl Tile<'_> {
         self.run_portable(c, ldc);
     }
 
-    fn store(&self, acc: &[[f32; NR]; MR], c: &mut [f32], ldc: usize) {
+    fn store(&self, acc: &[[f32; NR]], c: &mut [f32], ldc: usize) {
         for (r, row) in acc.iter().enumerate().take(self.rows) {
             let dst = &mut c[r * ldc..r * ldc + self.b.cols];
             if self.accumulate {
@@ -370,9 +401,9 @@ impl Tile<'_> {
         for (kk, &o) in b.off.iter().enumerate() {
             let lo = &b.data[b.lo + o..b.lo + o + 8];
             let hi = &b.data[b.hi + o..b.hi + o + 8];
-            for (r, row) in acc.iter_mut().enumerate() {
+            for (r, row) in acc.iter_mut().enumerate().take(self.rows) {
                 let av = match self.a {
-                    TileA::Packed(a) => a[kk * MR + r],
+                    TileA::Packed(a) => a[kk * self.rows + r],
                     TileA::Gather { data, rows, off } => data[rows[r] + off[kk]],
                 };
                 for j in 0..8 {
@@ -384,26 +415,45 @@ impl Tile<'_> {
         self.store(&acc, c, ldc);
     }
 
+    /// The AVX2 kernel compiled for the tile's number of rows: a tile of h < MR rows does
+    /// h / MR of a full tile's work.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn run_fma<A: RowsOfA>(&self, a: A, c: &mut [f32], ldc: usize) {
+    unsafe fn run_fma_rows<A: RowsOfA>(&self, a: A, c: &mut [f32], ldc: usize) {
+        // SAFETY: see `run`.
+        unsafe {
+            match self.rows {
+                6 => self.run_fma::<A, 6>(a, c, ldc),
+                5 => self.run_fma::<A, 5>(a, c, ldc),
+                4 => self.run_fma::<A, 4>(a, c, ldc),
+                3 => self.run_fma::<A, 3>(a, c, ldc),
+                2 => self.run_fma::<A, 2>(a, c, ldc),
+                1 => self.run_fma::<A, 1>(a, c, ldc),
+                r => unreachable!("a micro-tile of {r} rows"),
+            }
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn run_fma<A: RowsOfA, const R: usize>(&self, a: A, c: &mut [f32], ldc: usize) {
         use std::arch::x86_64::*;
         let b = &self.b;
         let (bp, op) = (b.data.as_ptr(), b.off.as_ptr());
         // SAFETY (whole body): see `run`.
         unsafe {
-            let mut acc = [[_mm256_setzero_ps(); 2]; MR];
+            let mut acc = [[_mm256_setzero_ps(); 2]; R];
             for kk in 0..b.off.len() {
                 let o = *op.add(kk);
                 let b0 = _mm256_loadu_ps(bp.add(b.lo + o));
                 let b1 = _mm256_loadu_ps(bp.add(b.hi + o));
                 for (r, row) in acc.iter_mut().enumerate() {
-                    let av = _mm256_broadcast_ss(&*a.at(r, kk));
+                    let av = _mm256_broadcast_ss(&*a.at::<R>(r, kk));
                     row[0] = _mm256_fmadd_ps(av, b0, row[0]);
                     row[1] = _mm256_fmadd_ps(av, b1, row[1]);
                 }
             }
-            if self.rows == MR && b.cols == NR {
+            if b.cols == NR {
                 let cp = c.as_mut_ptr();
                 for (r, row) in acc.iter().enumerate() {
                     let d = cp.add(r * ldc);
@@ -419,7 +469,7 @@ impl Tile<'_> {
                     }
                 }
             } else {
-                let mut out = [[0f32; NR]; MR];
+                let mut out = [[0f32; NR]; R];
                 for (o, row) in out.iter_mut().zip(&acc) {
                     _mm256_storeu_ps(o.as_mut_ptr(), row[0]);
                     _mm256_storeu_ps(o.as_mut_ptr().add(8), row[1]);
@@ -535,6 +585,9 @@ mod tests {
             (16, 40, 600),
             (13, 3, 2),
             (5, 33, 0),
+            (32, 16, 40),
+            (64, 20, 9),
+            (4, 16, 7),
         ] {
             for accumulate in [false, true] {
                 let (fast, portable, want) = run(m, n, k, accumulate);
@@ -559,6 +612,25 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn row_panels_share_the_rows_out_evenly() {
+        for m in 0..200 {
+            let n = row_panels(m);
+            assert_eq!((panel_start(m, 0), panel_start(m, n)), (0, m), "m={m}");
+            let heights: Vec<usize> = (0..n)
+                .map(|i| panel_start(m, i + 1) - panel_start(m, i))
+                .collect();
+            let (lo, hi) = (heights.iter().min(), heights.iter().max());
+            if let (Some(&lo), Some(&hi)) = (lo, hi) {
+                assert!(lo >= 1 && hi <= MR && hi - lo <= 1, "m={m}: {heights:?}");
+            }
+        }
+        let heights =
+            |m| (0..row_panels(m)).map(move |i| panel_start(m, i + 1) - panel_start(m, i));
+        assert_eq!(heights(16).collect::<Vec<_>>(), [6, 5, 5]);
+        assert_eq!(heights(32).collect::<Vec<_>>(), [6, 6, 5, 5, 5, 5]);
     }
 
     #[test]
