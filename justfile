@@ -29,3 +29,8 @@ bench-kernels:
 # incrpipe against the PyTorch reference, interleaved (optional: installs PyTorch, ~5 GB).
 bench-vs-torch net="resnet20" rounds="3":
     scripts/bench-vs-torch.sh {{net}} {{rounds}}
+
+# incrpipe's step on burn's libtorch backend (the `tch` feature), for comparison only; the
+# first run installs PyPI's torch 2.9.0 into .venv-tch (about 5 GB) and builds into target-tch.
+bench-libtorch net="resnet20" batch="128":
+    scripts/bench-libtorch.sh {{net}} {{batch}}

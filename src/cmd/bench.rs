@@ -1,6 +1,7 @@
 //! `incrpipe bench train|infer|augment`: throughput measurements.
 
 use anyhow::bail;
+use burn::tensor::backend::AutodiffBackend;
 use incrpipe::engine::augment;
 use incrpipe::engine::backend::{self, Device};
 use incrpipe::engine::bench::{BenchResult, bench_infer, bench_train};
@@ -16,6 +17,8 @@ pub struct BenchArgs {
     pub warmup: usize,
     #[arg(long, default_value_t = 5)]
     pub steps: usize,
+    /// `cpu`, `cuda:N`, or `libtorch` (burn's libtorch backend on the CPU, for comparison;
+    /// needs a build with the `tch` feature).
     #[arg(long, default_value = "cpu")]
     pub device: String,
     /// Images for `bench augment`.
@@ -33,30 +36,53 @@ pub fn run(what: &str, args: BenchArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     let spec = NetSpec::parse(&args.net)?;
+    // `libtorch`: burn's tch backend, for comparison only (the `tch` cargo feature).
+    if args.device == "libtorch" {
+        #[cfg(feature = "tch")]
+        {
+            let r = bench_on::<backend::LibTorchTrainBackend>(
+                what,
+                &spec,
+                &args,
+                &burn::backend::libtorch::LibTorchDevice::Cpu,
+            )?;
+            return report(&r, "libtorch-cpu");
+        }
+        #[cfg(not(feature = "tch"))]
+        bail!(
+            "this binary was built without the `tch` feature (burn's libtorch backend, for \
+             comparison only: docs/performance.md says how to build it)"
+        );
+    }
     let device: Device = args.device.parse()?;
     let r: BenchResult = match device {
         Device::Cpu => {
-            type B = backend::CpuTrainBackend;
-            let d = backend::cpu_device();
-            match what {
-                "train" => bench_train::<B>(&spec, args.batch, args.warmup, args.steps, &d),
-                "infer" => bench_infer::<B>(&spec, args.batch, args.warmup, args.steps, &d),
-                w => bail!("unknown benchmark {w:?} (train|infer|augment)"),
-            }
+            bench_on::<backend::CpuTrainBackend>(what, &spec, &args, &backend::cpu_device())?
         }
         #[cfg(feature = "cuda")]
         Device::Cuda(i) => {
-            type B = backend::CudaTrainBackend;
-            let d = backend::cuda_device(i);
-            match what {
-                "train" => bench_train::<B>(&spec, args.batch, args.warmup, args.steps, &d),
-                "infer" => bench_infer::<B>(&spec, args.batch, args.warmup, args.steps, &d),
-                w => bail!("unknown benchmark {w:?} (train|infer|augment)"),
-            }
+            bench_on::<backend::CudaTrainBackend>(what, &spec, &args, &backend::cuda_device(i))?
         }
         #[cfg(not(feature = "cuda"))]
         Device::Cuda(_) => bail!("this binary was built without the `cuda` feature"),
     };
+    report(&r, &device.to_string())
+}
+
+fn bench_on<B: AutodiffBackend>(
+    what: &str,
+    spec: &NetSpec,
+    args: &BenchArgs,
+    device: &B::Device,
+) -> anyhow::Result<BenchResult> {
+    Ok(match what {
+        "train" => bench_train::<B>(spec, args.batch, args.warmup, args.steps, device),
+        "infer" => bench_infer::<B>(spec, args.batch, args.warmup, args.steps, device),
+        w => bail!("unknown benchmark {w:?} (train|infer|augment)"),
+    })
+}
+
+fn report(r: &BenchResult, device: &str) -> anyhow::Result<()> {
     println!(
         "{} {} batch {} on {}: {:.1} images/s (median step {:.4} s over {} steps; fastest {:.4} s = {:.1} images/s)",
         r.what,

@@ -21,6 +21,11 @@ pub type CudaBackend = burn::backend::Cuda;
 #[cfg(feature = "cuda")]
 pub type CudaTrainBackend = burn::backend::Autodiff<CudaBackend>;
 
+/// burn's libtorch backend on the CPU, for throughput comparisons only (`incrpipe bench
+/// --device libtorch`, the `tch` cargo feature); pipelines never train on it.
+#[cfg(feature = "tch")]
+pub type LibTorchTrainBackend = burn::backend::Autodiff<burn::backend::LibTorch>;
+
 /// Where to train: `cpu` or `cuda:N` (N counts within `CUDA_VISIBLE_DEVICES`, as CUDA does).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Device {
