@@ -14,6 +14,21 @@ mod cmd;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// `mi_option_purge_delay` in mimalloc.h's `mi_option_e` (the same in mimalloc v2 and v3; the
+/// Rust bindings do not name it).
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
+/// Never hand freed memory back to the kernel. By default mimalloc purges (decommits) free
+/// pages after a delay, and a training step's buffers then came back as ~4,400 page faults
+/// and zeroed pages per ResNet-20 step (batch 128); kept, they are reused with none, the peak
+/// memory is the same (it is set by the largest step), and steps are ~3-5 % faster
+/// (docs/performance.md, step P). tests/bench_cli.rs checks that extra steps fault no pages.
+fn keep_freed_memory() {
+    // SAFETY: called first in `main`, before any other thread exists (the option setter is
+    // not thread-safe); it only stores a number that the allocator reads when it purges.
+    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
+}
+
 use clap::{Parser, Subcommand};
 use incrpipe::cache::Cache;
 use incrpipe::dag::Dag;
@@ -143,6 +158,7 @@ enum BenchCmd {
 }
 
 fn main() -> ExitCode {
+    keep_freed_memory();
     let cli = Cli::parse();
     if matches!(
         cli.command,
