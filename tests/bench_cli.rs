@@ -49,6 +49,8 @@ fn libtorch_needs_the_tch_feature() {
 
 /// Minor page faults of one run of `incrpipe args` (its own, via wait4).
 fn minor_faults(ws: &Ws, args: &[&str]) -> i64 {
+    // Reaped by wait4 below, which also gives its rusage (std's `wait` does not).
+    #[allow(clippy::zombie_processes)]
     let child = ws
         .command(args)
         .stdout(std::process::Stdio::null())
