@@ -9,7 +9,7 @@
 //! Determinism: statistics are per channel, each summed by one thread in a fixed order
 //! ([`super::sum`] per row, rows added in f64); the element-wise passes have no sums.
 
-use super::sum;
+use super::{sum, wide};
 use rayon::prelude::*;
 
 /// Shapes: `n` samples, `c` channels, `l` values per channel and sample.
@@ -50,13 +50,15 @@ pub fn stats(g: &BnGeom, x: &[f32], epsilon: f64) -> BnStats {
     let per: Vec<(f32, f32, f32)> = (0..g.c)
         .into_par_iter()
         .map(|ch| {
-            let total: f64 = (0..g.n).map(|i| sum(g.row(x, i, ch)) as f64).sum();
-            let mean = (total / g.count()) as f32;
-            let sq: f64 = (0..g.n)
-                .map(|i| sum_sq_centred(g.row(x, i, ch), mean) as f64)
-                .sum();
-            let var = sq / g.count();
-            (mean, var as f32, (1.0 / (var + epsilon).sqrt()) as f32)
+            wide(|| {
+                let total: f64 = (0..g.n).map(|i| sum(g.row(x, i, ch)) as f64).sum();
+                let mean = (total / g.count()) as f32;
+                let sq: f64 = (0..g.n)
+                    .map(|i| sum_sq_centred(g.row(x, i, ch), mean) as f64)
+                    .sum();
+                let var = sq / g.count();
+                (mean, var as f32, (1.0 / (var + epsilon).sqrt()) as f32)
+            })
         })
         .collect();
     BnStats {
@@ -85,15 +87,17 @@ pub fn affine(
         .zip(x.par_chunks(g.l))
         .enumerate()
         .for_each(|(r, (yr, xr))| {
-            let (a, b) = (scale[r % g.c], shift[r % g.c]);
-            yr.iter_mut().zip(xr).for_each(|(y, x)| *y = x * a + b);
-            if let Some(res) = residual {
-                let rr = &res[r * g.l..(r + 1) * g.l];
-                yr.iter_mut().zip(rr).for_each(|(y, v)| *y += v);
-            }
-            if relu {
-                yr.iter_mut().for_each(|y| *y = y.max(0.0));
-            }
+            wide(|| {
+                let (a, b) = (scale[r % g.c], shift[r % g.c]);
+                yr.iter_mut().zip(xr).for_each(|(y, x)| *y = x * a + b);
+                if let Some(res) = residual {
+                    let rr = &res[r * g.l..(r + 1) * g.l];
+                    yr.iter_mut().zip(rr).for_each(|(y, v)| *y += v);
+                }
+                if relu {
+                    yr.iter_mut().for_each(|y| *y = y.max(0.0));
+                }
+            })
         });
     y
 }
@@ -157,21 +161,22 @@ pub fn backward(
         .into_par_iter()
         .enumerate()
         .map(|(ch, rows)| {
-            let (m, s) = (stats.mean[ch], stats.inv_std[ch]);
-            let (mut sd, mut sdx) = (0f64, 0f64);
-            for (i, dz) in rows.into_iter().enumerate() {
-                if let Some(y) = y_relu {
-                    for (d, y) in dz.iter_mut().zip(g.row(y, i, ch)) {
-                        if *y <= 0.0 {
-                            *d = 0.0;
+            wide(|| {
+                let (m, s) = (stats.mean[ch], stats.inv_std[ch]);
+                let (mut sd, mut sdx) = (0f64, 0f64);
+                for (i, dz) in rows.into_iter().enumerate() {
+                    if let Some(y) = y_relu {
+                        // A select, not a conditional store: it vectorises.
+                        for (d, y) in dz.iter_mut().zip(g.row(y, i, ch)) {
+                            *d = if *y <= 0.0 { 0.0 } else { *d };
                         }
                     }
+                    let (a, b) = sums_dz_xhat(dz, g.row(x, i, ch), m, s);
+                    sd += a as f64;
+                    sdx += b as f64;
                 }
-                let (a, b) = sums_dz_xhat(dz, g.row(x, i, ch), m, s);
-                sd += a as f64;
-                sdx += b as f64;
-            }
-            (sd as f32, sdx as f32)
+                (sd as f32, sdx as f32)
+            })
         })
         .collect();
     let dbeta: Vec<f32> = sums.iter().map(|s| s.0).collect();
@@ -183,10 +188,12 @@ pub fn backward(
         let (m, s) = (stats.mean[ch], stats.inv_std[ch]);
         let k = gamma[ch] * s;
         let (mdb, mdg) = (dbeta[ch] / count, dgamma[ch] / count);
-        for ((o, d), x) in out.iter_mut().zip(dz).zip(g.row(x, i, ch)) {
-            let xh = (x - m) * s;
-            *o = k * (d - mdb - xh * mdg);
-        }
+        wide(|| {
+            for ((o, d), x) in out.iter_mut().zip(dz).zip(g.row(x, i, ch)) {
+                let xh = (x - m) * s;
+                *o = k * (d - mdb - xh * mdg);
+            }
+        })
     };
     match dx {
         Some(dx) => dx
@@ -209,6 +216,7 @@ pub fn backward(
 }
 
 /// `(sum dz, sum dz * (x - mean) * inv_std)` over a row, in 8 independent lanes.
+#[inline(always)]
 fn sums_dz_xhat(dz: &[f32], x: &[f32], mean: f32, inv_std: f32) -> (f32, f32) {
     let (mut a, mut b) = ([0f32; 8], [0f32; 8]);
     let (dc, xc) = (dz.chunks_exact(8), x.chunks_exact(8));
@@ -227,6 +235,7 @@ fn sums_dz_xhat(dz: &[f32], x: &[f32], mean: f32, inv_std: f32) -> (f32, f32) {
 }
 
 /// Sum of `(v - mean)^2` in 8 independent lanes (vectorisable, fixed order).
+#[inline(always)]
 fn sum_sq_centred(v: &[f32], mean: f32) -> f32 {
     let mut acc = [0f32; 8];
     let chunks = v.chunks_exact(8);

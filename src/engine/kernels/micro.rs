@@ -481,7 +481,7 @@ impl Tile<'_> {
 }
 
 /// Whether the AVX2 + FMA kernel runs on this CPU (and is not switched off for a test).
-fn fma_available() -> bool {
+pub(crate) fn fma_available() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         !PORTABLE.with(std::cell::Cell::get)
