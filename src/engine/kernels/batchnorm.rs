@@ -82,23 +82,43 @@ pub fn affine(
     if let Some(r) = residual {
         assert_eq!(r.len(), g.len(), "residual has the wrong length");
     }
-    let mut y = vec![0f32; g.len()];
-    y.par_chunks_mut(g.l)
-        .zip(x.par_chunks(g.l))
+    // Written once, element by element, into fresh memory: no zero-fill first (memset was
+    // ~5 % of a ResNet-20 step across the kernels' outputs) and one pass for the affine map,
+    // the residual and the ReLU together.
+    let mut y: Vec<f32> = Vec::with_capacity(g.len());
+    y.spare_capacity_mut()[..g.len()]
+        .par_chunks_mut(g.l.max(1))
+        .zip(x.par_chunks(g.l.max(1)))
         .enumerate()
         .for_each(|(r, (yr, xr))| {
-            wide(|| {
-                let (a, b) = (scale[r % g.c], shift[r % g.c]);
-                yr.iter_mut().zip(xr).for_each(|(y, x)| *y = x * a + b);
-                if let Some(res) = residual {
-                    let rr = &res[r * g.l..(r + 1) * g.l];
-                    yr.iter_mut().zip(rr).for_each(|(y, v)| *y += v);
+            let (a, b) = (scale[r % g.c], shift[r % g.c]);
+            let res = residual.map(|res| &res[r * g.l..(r + 1) * g.l]);
+            wide(|| match (res, relu) {
+                (None, false) => {
+                    for (y, x) in yr.iter_mut().zip(xr) {
+                        y.write(x * a + b);
+                    }
                 }
-                if relu {
-                    yr.iter_mut().for_each(|y| *y = y.max(0.0));
+                (None, true) => {
+                    for (y, x) in yr.iter_mut().zip(xr) {
+                        y.write((x * a + b).max(0.0));
+                    }
+                }
+                (Some(res), false) => {
+                    for ((y, x), v) in yr.iter_mut().zip(xr).zip(res) {
+                        y.write(x * a + b + v);
+                    }
+                }
+                (Some(res), true) => {
+                    for ((y, x), v) in yr.iter_mut().zip(xr).zip(res) {
+                        y.write((x * a + b + v).max(0.0));
+                    }
                 }
             })
         });
+    // SAFETY: the loop above wrote all g.len() values (x has g.len() values, checked above,
+    // and every chunk of x meets its chunk of y).
+    unsafe { y.set_len(g.len()) };
     y
 }
 
