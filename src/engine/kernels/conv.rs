@@ -461,13 +461,23 @@ struct Buffers {
 impl Buffers {
     /// Copies sample `x_n` into the middle of `padded` (and sets up `taps` on first use).
     fn pad(&mut self, g: &ConvGeom, x_n: &[f32]) {
-        if self.padded_for != (1, g.cin) || self.padded.len() != g.phased_len(g.cin) {
-            // The borders stay zero from the allocation; only the interior is rewritten.
-            self.padded = vec![0f32; g.phased_len(g.cin)];
-            self.padded_for = (1, g.cin);
+        if self.phased(g, 1, g.cin) {
             self.taps = g.tap_offsets(g.cin);
         }
         pad_into(g, x_n, &mut self.padded);
+    }
+
+    /// Makes `padded` hold phased copies of `samples` samples of `channels` channels each
+    /// (`[s][phased copy]`); returns whether it was laid out afresh. Its borders stay zero from
+    /// the allocation, so callers only rewrite the interiors; which values are border depends
+    /// on the layout, not only on the length.
+    fn phased(&mut self, g: &ConvGeom, samples: usize, channels: usize) -> bool {
+        let fresh = self.padded_for != (samples, channels);
+        if fresh {
+            self.padded = vec![0f32; samples * g.phased_len(channels)];
+            self.padded_for = (samples, channels);
+        }
+        fresh
     }
 }
 
@@ -639,12 +649,8 @@ pub fn backward_weight(g: &ConvGeom, x: &[f32], dy: &[f32]) -> (Vec<f32>, Vec<f3
             let channels = b * per_block..g.cin.min((b + 1) * per_block);
             let (ns, nch) = (samples.len(), channels.len());
             let plane = g.phased_len(nch);
-            // The chunk's samples, this block's channels, phased: [s][phased copy].
-            // Which pixels are border depends on the block's shape, not only its size.
-            if buf.padded_for != (ns, nch) {
-                buf.padded = vec![0f32; ns * plane];
-                buf.padded_for = (ns, nch);
-            }
+            // The chunk's samples, this block's channels.
+            buf.phased(g, ns, nch);
             let hw = g.h * g.w;
             for (sl, s) in samples.clone().enumerate() {
                 let planes = &x[(s * g.cin + channels.start) * hw..][..nch * hw];

@@ -4,12 +4,13 @@
 //! Why not the `gemm` crate alone: it packs both operands on every call. For a convolution
 //! that means copying the im2col matrix a second time and repacking the same weights for
 //! every tile and sample; in a `perf` profile of a ResNet-20 step only ~30 % of the time was
-//! its micro-kernel (docs/performance.md, step H, has the command). Here `A` is packed by the caller once per call ([`PackedA`]) and `B`
-//! is read wherever it already is: each k-step's 16 columns are two 8-float vectors at
-//! `lo + off[k]` and `hi + off[k]` of one slice ([`BPanel`]). That covers a packed panel
-//! (`off[k] = 16 k`) and, for a stride-1 convolution, the zero-padded input itself (`off[k]`
-//! = the input offset of kernel tap `k`, `lo`/`hi` = where two runs of 8 output pixels start):
-//! an implicit GEMM with no im2col at all. A may likewise be read in place
+//! its micro-kernel (docs/performance.md, step H, has the command). Here `A` is packed by the
+//! caller once per call ([`PackedA`]) and `B` is read wherever it already is: each k-step's 16
+//! columns are two 8-float vectors at `lo + off[k]` and `hi + off[k]` of one slice
+//! ([`BPanel`]). That covers a packed panel (`off[k] = 16 k`) and, for a convolution, the
+//! zero-padded (and, when strided, phase-split) input itself (`off[k]` = the input offset of
+//! kernel tap `k`, `lo`/`hi` = where two runs of 8 output pixels start): an implicit GEMM
+//! with no im2col at all. A may likewise be read in place
 //! ([`ASource::Gather`]: element (r, k) at `rows[r] + off[k]`), which the weight gradient
 //! uses to read its patch matrix straight from the padded input.
 //!
@@ -32,8 +33,9 @@ pub fn row_panels(m: usize) -> usize {
 
 /// The first row of panel `i` (`i == row_panels(m)` gives `m`). The rows are shared out as evenly
 /// as the panel count allows (16 rows: 6 + 5 + 5, not 6 + 6 + 4 or 6 + 6 + 6 with two rows of
-/// zeros): a tile of h rows costs h / MR of a full one, so no row is computed twice or wasted,
-/// and the kernel keeps at least 8 independent sums for the FMA units' latency whenever m >= 7.
+/// zeros): a tile of h rows does h / MR of a full one's multiply-adds, so no row is computed
+/// twice or wasted, and whenever m >= 8 every tile has at least 4 rows, i.e. 8 independent
+/// sums, enough to keep both FMA units busy through their latency.
 /// It depends on `m` only, so the sums (and the bits) do not depend on how work is split.
 pub fn panel_start(m: usize, i: usize) -> usize {
     let n = row_panels(m).max(1);
@@ -143,16 +145,29 @@ pub enum ASource<'a> {
 }
 
 impl ASource<'_> {
-    fn shape(&self) -> (usize, usize) {
-        match self {
-            ASource::Packed(a) => (a.m, a.k),
+    /// The row split this source reads: the rows of the whole split matrix, and which of its
+    /// panels. A packed A brings its own split; a gathered one is split the same way.
+    fn panels(&self) -> (usize, std::ops::Range<usize>) {
+        match *self {
+            ASource::Packed(a) => (a.m, 0..row_panels(a.m)),
             ASource::PackedPanels(a, first, count) => {
                 let n = row_panels(a.m);
-                let (first, end) = ((*first).min(n), (first + count).min(n));
-                (panel_start(a.m, end) - panel_start(a.m, first), a.k)
+                (a.m, first.min(n)..(first + count).min(n))
             }
-            ASource::Gather { rows, off, .. } => (rows.len(), off.len()),
+            ASource::Gather { rows, .. } => (rows.len(), 0..row_panels(rows.len())),
         }
+    }
+
+    fn shape(&self) -> (usize, usize) {
+        let (total, panels) = self.panels();
+        let k = match self {
+            ASource::Packed(a) | ASource::PackedPanels(a, ..) => a.k,
+            ASource::Gather { off, .. } => off.len(),
+        };
+        (
+            panel_start(total, panels.end) - panel_start(total, panels.start),
+            k,
+        )
     }
 }
 
@@ -238,16 +253,10 @@ pub fn gemm<'b>(
             Some(at)
         })
         .collect();
-    // Row panels of this call as (panel of A, first row in C, rows). A packed A brings its
-    // own split of rows; a gathered one is split here the same way.
-    let (total, first, count) = match a {
-        ASource::Packed(p) => (p.m, 0, row_panels(p.m)),
-        ASource::PackedPanels(p, first, count) => (p.m, first, count),
-        ASource::Gather { .. } => (m, 0, row_panels(m)),
-    };
-    let end = (first + count).min(row_panels(total));
-    let base = panel_start(total, first.min(end));
-    let a_panels: Vec<(usize, usize, usize)> = (first..end)
+    // Row panels of this call as (panel of A, first row in C, rows).
+    let (total, panels) = a.panels();
+    let base = panel_start(total, panels.start);
+    let a_panels: Vec<(usize, usize, usize)> = panels
         .map(|i| {
             let s = panel_start(total, i);
             (i, s - base, panel_start(total, i + 1) - s)
@@ -625,6 +634,7 @@ mod tests {
             let (lo, hi) = (heights.iter().min(), heights.iter().max());
             if let (Some(&lo), Some(&hi)) = (lo, hi) {
                 assert!(lo >= 1 && hi <= MR && hi - lo <= 1, "m={m}: {heights:?}");
+                assert!(m < 8 || lo >= 4, "m={m}: a tile of {lo} rows: {heights:?}");
             }
         }
         let heights =
