@@ -196,7 +196,7 @@ impl StageKind for Incremental {
         "incremental"
     }
     fn version(&self) -> u32 {
-        17
+        18
     }
     fn params(&self) -> &'static [ParamDecl] {
         PARAMS.as_slice()
@@ -354,9 +354,9 @@ macro_rules! chain_kind {
     };
 }
 
-chain_kind!(TrainStage, "train-stage", Step::Train, 17);
-chain_kind!(LookAhead, "look-ahead", Step::LookAhead, 17);
-chain_kind!(TrainBaseline, "train", Step::Train, 17);
+chain_kind!(TrainStage, "train-stage", Step::Train, 18);
+chain_kind!(LookAhead, "look-ahead", Step::LookAhead, 18);
+chain_kind!(TrainBaseline, "train", Step::Train, 18);
 
 /// Inputs common to every chain stage.
 struct Loaded {
@@ -524,7 +524,7 @@ impl StageKind for Augment {
         "augment"
     }
     fn version(&self) -> u32 {
-        16
+        17
     }
     fn params(&self) -> &'static [ParamDecl] {
         AUGMENT_PARAMS
@@ -587,7 +587,7 @@ impl StageKind for Evaluate {
         "evaluate"
     }
     fn version(&self) -> u32 {
-        17
+        18
     }
     fn params(&self) -> &'static [ParamDecl] {
         PARAMS.as_slice()
