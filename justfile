@@ -22,9 +22,9 @@ bench-train net="resnet20":
     cargo run --release -- bench train --net {{net}} --batch 128
     cargo run --release -- bench infer --net {{net}} --batch 500
 
-# The CPU kernels against burn's ops, per layer shape of ResNet-20.
-bench-kernels:
-    cargo run --release -- bench kernels
+# The CPU kernels against burn's ops, per layer shape of a network (vgg16: kernels only).
+bench-kernels net="resnet20":
+    cargo run --release -- bench kernels --net {{net}} {{ if net == "resnet20" { "" } else { "--without-burn" } }}
 
 # incrpipe against the PyTorch reference, interleaved (optional: installs PyTorch, ~5 GB).
 bench-vs-torch net="resnet20" rounds="3":

@@ -150,11 +150,20 @@ enum BenchCmd {
     Infer(cmd::bench::BenchArgs),
     /// Data augmentation on one core: images/s.
     Augment(cmd::bench::BenchArgs),
-    /// The CPU kernels against burn's ops on ResNet-20's layer shapes: ms per call.
+    /// The CPU kernels against burn's ops on a network's layer shapes: ms per call.
     Kernels {
+        /// The network whose distinct layer shapes are timed.
+        #[arg(long, default_value = "resnet20")]
+        net: String,
+        /// Batch size (default: the network's Table 1 batch, 128 for ResNets, 32 for VGG).
+        #[arg(long)]
+        batch: Option<usize>,
         /// Timed calls per op (the median is reported).
         #[arg(long, default_value_t = 5)]
         repeats: usize,
+        /// Time the kernels only, not burn's ops (its convolution backward takes seconds).
+        #[arg(long)]
+        without_burn: bool,
     },
 }
 
@@ -325,7 +334,12 @@ fn main() -> ExitCode {
         Cmd::Bench(BenchCmd::Train(a)) => report(cmd::bench::run("train", a)),
         Cmd::Bench(BenchCmd::Infer(a)) => report(cmd::bench::run("infer", a)),
         Cmd::Bench(BenchCmd::Augment(a)) => report(cmd::bench::run("augment", a)),
-        Cmd::Bench(BenchCmd::Kernels { repeats }) => report(cmd::bench::kernels(repeats)),
+        Cmd::Bench(BenchCmd::Kernels {
+            net,
+            batch,
+            repeats,
+            without_burn,
+        }) => report(cmd::bench::kernels(&net, batch, repeats, without_burn)),
         Cmd::Bench(BenchCmd::Runner {
             width,
             layers,

@@ -1,4 +1,4 @@
-//! `incrpipe bench train|infer`: the figures a user compares builds with, and the libtorch
+//! `incrpipe bench train|infer|kernels`: the figures a user compares builds with, and the libtorch
 //! comparison backend's error on a build without it.
 
 mod common;
@@ -88,5 +88,42 @@ fn further_training_steps_fault_in_no_fresh_pages() {
         five - one < 500,
         "4 more steps faulted in {} more pages ({one} -> {five})",
         five - one
+    );
+}
+
+/// `bench kernels --net` times the network's own layer shapes: one forward line per distinct
+/// convolution, whose counts add up to the network's 13 convolutions (VGG-16), and with
+/// `--without-burn` no burn figures.
+#[test]
+fn bench_kernels_times_the_layer_shapes_of_a_network() {
+    let ws = Ws::new();
+    let o = ws.run(&[
+        "bench",
+        "kernels",
+        "--net",
+        "vgg16-w4",
+        "--batch",
+        "3",
+        "--repeats",
+        "1",
+        "--without-burn",
+    ]);
+    o.ok()
+        .stdout_has("[3, 32, 2, 2] -> 32 s1 x3")
+        .stdout_has("convolutions of one vgg16-w4 training step at batch 3:");
+    let forwards: Vec<serde_json::Value> = o
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|j: &serde_json::Value| j["op"] == "conv2d forward")
+        .collect();
+    assert_eq!(forwards.len(), 9, "{}", o.stdout);
+    let layers: u64 = forwards.iter().map(|j| j["count"].as_u64().unwrap()).sum();
+    assert_eq!(layers, 13);
+    assert!(
+        forwards.iter().all(|j| j["burn_ms"].is_null()),
+        "burn was not timed: {}",
+        o.stdout
     );
 }

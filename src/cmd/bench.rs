@@ -107,23 +107,39 @@ fn report(r: &BenchResult, device: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `incrpipe bench kernels`.
-pub fn kernels(repeats: usize) -> anyhow::Result<()> {
+/// `incrpipe bench kernels`: the kernels on the layer shapes of `net` at `batch` (the
+/// network's Table 1 batch when `None`), against burn's ops unless `without_burn`.
+pub fn kernels(
+    net: &str,
+    batch: Option<usize>,
+    repeats: usize,
+    without_burn: bool,
+) -> anyhow::Result<()> {
+    let spec = NetSpec::parse(net)?;
+    let batch = batch.unwrap_or_else(|| spec.paper_batch_size());
     println!(
-        "{:<34} {:<28} {:>10} {:>10} {:>7} {:>8}",
-        "op", "shape", "kernel ms", "burn ms", "speedup", "GFLOP/s"
+        "{:<34} {:<32} {:>10} {:>10} {:>7} {:>8}",
+        "op", "shape (x layers)", "kernel ms", "burn ms", "speedup", "GFLOP/s"
     );
-    for t in incrpipe::engine::kernels::bench::run(repeats) {
+    let timings = incrpipe::engine::kernels::bench::run(&spec, batch, repeats, !without_burn);
+    for t in &timings {
         println!(
-            "{:<34} {:<28} {:>10.2} {:>10.2} {:>7.2} {:>8.1}",
+            "{:<34} {:<32} {:>10.2} {:>10.2} {:>7.2} {:>8.1}",
             t.op,
-            t.shape,
+            format!("{} x{}", t.shape, t.count),
             t.kernel_ms,
             t.burn_ms,
             t.burn_ms / t.kernel_ms,
             t.kernel_gflops
         );
-        println!("{}", serde_json::to_string(&t)?);
+        println!("{}", serde_json::to_string(t)?);
     }
+    // What the convolutions of one training step cost, summed over the network's layers.
+    let per_step: f64 = timings
+        .iter()
+        .filter(|t| t.op == "conv2d forward" || t.op == "conv2d input + weight gradients")
+        .map(|t| t.kernel_ms * t.count as f64)
+        .sum();
+    println!("convolutions of one {net} training step at batch {batch}: {per_step:.1} ms");
     Ok(())
 }

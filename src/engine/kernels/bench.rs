@@ -1,9 +1,11 @@
-//! `incrpipe bench kernels`: each kernel against burn Flex's own op on the layer shapes of
-//! ResNet-20 (batch 128), forward and backward, in ms per call and GFLOP/s.
+//! `incrpipe bench kernels`: each kernel against burn Flex's own op on the distinct layer
+//! shapes of a network (ResNet-20 at batch 128 by default), forward and backward, in ms per
+//! call and GFLOP/s.
 
 use super::batchnorm::{self, BnGeom};
 use super::conv::{self, ConvGeom};
 use crate::engine::backend::{CpuTrainBackend, cpu_device};
+use crate::engine::model::spec::{Feat, NetSpec, UnitKind};
 use burn::prelude::*;
 use burn::tensor::TensorData;
 use std::time::Instant;
@@ -13,10 +15,13 @@ use std::time::Instant;
 pub struct KernelTiming {
     pub op: String,
     pub shape: String,
+    /// How many layers of the network have this shape.
+    pub count: usize,
     /// Median milliseconds per call of the kernel.
     pub kernel_ms: f64,
     /// Median milliseconds per call of burn's op (forward, or forward + backward minus
-    /// forward for the gradients: autodiff computes both gradients in one backward).
+    /// forward for the gradients: autodiff computes both gradients in one backward); NaN
+    /// when burn's ops were not timed.
     pub burn_ms: f64,
     /// Useful GFLOP/s of the kernel (2 flops per multiply-add of the convolution).
     pub kernel_gflops: f64,
@@ -40,21 +45,56 @@ fn data(n: usize, seed: usize) -> Vec<f32> {
         .collect()
 }
 
-/// The distinct conv shapes of ResNet-20 (`[N, Cin, H, W]`, Cout, stride).
-const CONVS: [([usize; 4], usize, usize); 5] = [
-    ([128, 16, 32, 32], 16, 1),
-    ([128, 16, 32, 32], 32, 2),
-    ([128, 32, 16, 16], 32, 1),
-    ([128, 32, 16, 16], 64, 2),
-    ([128, 64, 8, 8], 64, 1),
-];
+/// A convolution's shape: `[N, Cin, H, W]`, Cout, stride (3x3 kernel, padding 1).
+type ConvShape = ([usize; 4], usize, usize);
 
-/// Times every kernel `reps` times (median) against burn's op.
-pub fn run(reps: usize) -> Vec<KernelTiming> {
+/// The distinct 3x3 convolutions of `spec` at batch `n`, in network order, each with how many
+/// layers have it.
+pub fn conv_shapes(spec: &NetSpec, n: usize) -> Vec<(ConvShape, usize)> {
+    let mut out: Vec<(ConvShape, usize)> = Vec::new();
+    let mut add = |shape: ConvShape| match out.iter_mut().find(|(s, _)| *s == shape) {
+        Some((_, count)) => *count += 1,
+        None => out.push((shape, 1)),
+    };
+    for u in &spec.units {
+        let (Feat::Map { c, h, w }, Feat::Map { h: ho, w: wo, .. }) = (u.input, u.output) else {
+            continue;
+        };
+        match u.kind {
+            UnitKind::Conv { cout, stride, .. } => add(([n, c, h, w], cout, stride)),
+            UnitKind::Block { cout, stride, .. } => {
+                add(([n, c, h, w], cout, stride));
+                add(([n, cout, ho, wo], cout, 1));
+            }
+            UnitKind::Pool | UnitKind::Dense { .. } => {}
+        }
+    }
+    out
+}
+
+/// Times every kernel on the layer shapes of `spec` at batch `n`, `reps` times (median),
+/// against burn's op when `with_burn` (burn's convolution backward takes seconds per call on
+/// the larger networks).
+pub fn run(spec: &NetSpec, n: usize, reps: usize, with_burn: bool) -> Vec<KernelTiming> {
     type AB = CpuTrainBackend;
     let d = cpu_device();
     let mut out = Vec::new();
-    for (xs, cout, stride) in CONVS {
+    let burn_ms = |f: &mut dyn FnMut()| {
+        if with_burn {
+            median_ms(reps, f)
+        } else {
+            f64::NAN
+        }
+    };
+    // A backward time as (forward + backward) - forward; NaN stays NaN (`max` would not).
+    let backward = |both: f64, fwd: f64| {
+        if with_burn {
+            (both - fwd).max(0.0)
+        } else {
+            f64::NAN
+        }
+    };
+    for ((xs, cout, stride), count) in conv_shapes(spec, n) {
         let g = ConvGeom::new(xs, [cout, xs[1], 3, 3], [stride, stride], [1, 1]).expect("shape");
         let x = data(g.n * g.in_len(), 1);
         let w = data(g.cout * g.k(), 2);
@@ -74,17 +114,17 @@ pub fn run(reps: usize) -> Vec<KernelTiming> {
         let dyt =
             Tensor::<AB, 4>::from_data(TensorData::new(dy.clone(), [g.n, g.cout, g.ho, g.wo]), &d);
         let opts = burn::tensor::ops::ConvOptions::new([stride, stride], [1, 1], [1, 1], 1);
-        let burn_fwd = median_ms(reps, || {
+        let burn_fwd = burn_ms(&mut || {
             let _ = burn::tensor::module::conv2d(xt.clone(), wt.clone(), None, opts.clone())
                 .into_data();
         });
-        let burn_both = median_ms(reps, || {
+        let burn_both = burn_ms(&mut || {
             let (xg, wg) = (xt.clone().require_grad(), wt.clone().require_grad());
             let y = burn::tensor::module::conv2d(xg.clone(), wg.clone(), None, opts.clone());
             let grads = (y * dyt.clone()).sum().backward();
             let _ = (xg.grad(&grads), wg.grad(&grads));
         });
-        let burn_bwd = (burn_both - burn_fwd).max(0.0);
+        let burn_bwd = backward(burn_both, burn_fwd);
         for (op, ms, burn_ms) in [
             ("conv2d forward", fwd, burn_fwd),
             ("conv2d input + weight gradients", bin + bw, burn_bwd),
@@ -101,18 +141,27 @@ pub fn run(reps: usize) -> Vec<KernelTiming> {
             out.push(KernelTiming {
                 op: op.into(),
                 shape: shape.clone(),
+                count,
                 kernel_ms: ms,
                 burn_ms,
                 kernel_gflops: f / (ms * 1e-3) * 1e-9,
             });
         }
     }
-    // BatchNorm(+ReLU) on the largest activation of ResNet-20.
-    let bn = BnGeom {
-        n: 128,
-        c: 16,
-        l: 32 * 32,
+    // BatchNorm(+ReLU) on the first convolution's output, the network's largest activation.
+    let shapes = conv_shapes(spec, n);
+    let out_shape = |&(([_, _, h, w], c, stride), _): &(ConvShape, usize)| {
+        (c, h.div_ceil(stride), w.div_ceil(stride))
     };
+    let Some((c, h, w)) = shapes.first().map(out_shape) else {
+        return out;
+    };
+    let count = shapes
+        .iter()
+        .filter(|s| out_shape(s) == (c, h, w))
+        .map(|s| s.1)
+        .sum();
+    let bn = BnGeom { n, c, l: h * w };
     let x = data(bn.n * bn.c * bn.l, 4);
     let dy = data(bn.n * bn.c * bn.l, 5);
     let gamma = vec![1.0f32; bn.c];
@@ -132,12 +181,12 @@ pub fn run(reps: usize) -> Vec<KernelTiming> {
     });
     let shape = format!("[{}, {}, {}] +relu", bn.n, bn.c, bn.l);
     let nbn = burn::nn::BatchNormConfig::new(bn.c).init::<AB>(&d);
-    let xt = Tensor::<AB, 4>::from_data(TensorData::new(x.clone(), [bn.n, bn.c, 32, 32]), &d);
-    let dyt = Tensor::<AB, 4>::from_data(TensorData::new(dy.clone(), [bn.n, bn.c, 32, 32]), &d);
-    let burn_fwd = median_ms(reps, || {
+    let xt = Tensor::<AB, 4>::from_data(TensorData::new(x.clone(), [bn.n, bn.c, h, w]), &d);
+    let dyt = Tensor::<AB, 4>::from_data(TensorData::new(dy.clone(), [bn.n, bn.c, h, w]), &d);
+    let burn_fwd = burn_ms(&mut || {
         let _ = burn::tensor::activation::relu(nbn.forward(xt.clone())).into_data();
     });
-    let burn_both = median_ms(reps, || {
+    let burn_both = burn_ms(&mut || {
         let xg = xt.clone().require_grad();
         let y = burn::tensor::activation::relu(nbn.forward(xg.clone()));
         let grads = (y * dyt.clone()).sum().backward();
@@ -148,16 +197,50 @@ pub fn run(reps: usize) -> Vec<KernelTiming> {
         (
             "batch-norm+relu backward",
             bwd,
-            (burn_both - burn_fwd).max(0.0),
+            backward(burn_both, burn_fwd),
         ),
     ] {
         out.push(KernelTiming {
             op: op.into(),
             shape: shape.clone(),
+            count,
             kernel_ms: ms,
             burn_ms,
             kernel_gflops: f64::NAN,
         });
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The timed shapes are the network's: every 3x3 convolution counted once, in order.
+    #[test]
+    fn conv_shapes_cover_every_layer_of_the_network() {
+        let vgg = conv_shapes(&NetSpec::parse("vgg16").expect("spec"), 32);
+        let expect: [(ConvShape, usize); 9] = [
+            (([32, 3, 32, 32], 64, 1), 1),
+            (([32, 64, 32, 32], 64, 1), 1),
+            (([32, 64, 16, 16], 128, 1), 1),
+            (([32, 128, 16, 16], 128, 1), 1),
+            (([32, 128, 8, 8], 256, 1), 1),
+            (([32, 256, 8, 8], 256, 1), 2),
+            (([32, 256, 4, 4], 512, 1), 1),
+            (([32, 512, 4, 4], 512, 1), 2),
+            (([32, 512, 2, 2], 512, 1), 3),
+        ];
+        assert_eq!(vgg, expect);
+        let resnet = conv_shapes(&NetSpec::parse("resnet20").expect("spec"), 128);
+        let expect: [(ConvShape, usize); 6] = [
+            (([128, 3, 32, 32], 16, 1), 1),
+            (([128, 16, 32, 32], 16, 1), 6),
+            (([128, 16, 32, 32], 32, 2), 1),
+            (([128, 32, 16, 16], 32, 1), 5),
+            (([128, 32, 16, 16], 64, 2), 1),
+            (([128, 64, 8, 8], 64, 1), 5),
+        ];
+        assert_eq!(resnet, expect);
+    }
 }
