@@ -221,7 +221,7 @@ fn conv_step(
     }
 }
 
-const CONV_CASES: [([usize; 4], usize, usize, usize, usize, bool); 7] = [
+const CONV_CASES: [([usize; 4], usize, usize, usize, usize, bool); 9] = [
     // ResNet-like 3x3, batch over two weight-gradient chunks, with and without bias.
     ([11, 3, 9, 7], 4, 3, 1, 1, true),
     // Rows of 8 and 16 pixels: the implicit GEMM (forward and input gradient), one with
@@ -233,6 +233,9 @@ const CONV_CASES: [([usize; 4], usize, usize, usize, usize, bool); 7] = [
     ([3, 4, 6, 6], 2, 1, 2, 0, true),
     ([2, 2, 5, 5], 3, 5, 1, 2, false),
     ([2, 3, 7, 7], 2, 3, 3, 0, true),
+    // VGG-16's small images (4x4, 2x2): the pixels path, which skips the padding.
+    ([5, 6, 4, 4], 7, 3, 1, 1, true),
+    ([3, 20, 2, 2], 9, 3, 1, 1, true),
 ];
 
 #[test]

@@ -161,6 +161,7 @@ fn sources() -> &'static [&'static str] {
         include_str!("../engine/kernels/conv.rs"),
         include_str!("../engine/kernels/flex.rs"),
         include_str!("../engine/kernels/micro.rs"),
+        include_str!("../engine/kernels/pixels.rs"),
         include_str!("../engine/kernels/rmsprop.rs"),
         include_str!("../engine/rmsprop.rs"),
         include_str!("../engine/model/mod.rs"),
@@ -196,7 +197,7 @@ impl StageKind for Incremental {
         "incremental"
     }
     fn version(&self) -> u32 {
-        18
+        19
     }
     fn params(&self) -> &'static [ParamDecl] {
         PARAMS.as_slice()
@@ -354,9 +355,9 @@ macro_rules! chain_kind {
     };
 }
 
-chain_kind!(TrainStage, "train-stage", Step::Train, 18);
-chain_kind!(LookAhead, "look-ahead", Step::LookAhead, 18);
-chain_kind!(TrainBaseline, "train", Step::Train, 18);
+chain_kind!(TrainStage, "train-stage", Step::Train, 19);
+chain_kind!(LookAhead, "look-ahead", Step::LookAhead, 19);
+chain_kind!(TrainBaseline, "train", Step::Train, 19);
 
 /// Inputs common to every chain stage.
 struct Loaded {
@@ -524,7 +525,7 @@ impl StageKind for Augment {
         "augment"
     }
     fn version(&self) -> u32 {
-        17
+        18
     }
     fn params(&self) -> &'static [ParamDecl] {
         AUGMENT_PARAMS
@@ -587,7 +588,7 @@ impl StageKind for Evaluate {
         "evaluate"
     }
     fn version(&self) -> u32 {
-        18
+        19
     }
     fn params(&self) -> &'static [ParamDecl] {
         PARAMS.as_slice()

@@ -1,11 +1,15 @@
 //! 2-D convolution (NCHW, groups 1, dilation 1) and its two backward passes on plain `f32`
 //! slices, on the register-blocked GEMM of [`super::micro`]:
-//! - forward, stride 1 with output rows a multiple of 8: an implicit GEMM that reads a
-//!   zero-padded copy of each sample in place (no patch matrix); other shapes pack patch rows
-//!   straight into the micro-kernel's panels, in tiles of [`TILE_COLUMNS`] pixels;
+//! - forward, output rows a multiple of 8 (any stride): an implicit GEMM that reads a
+//!   zero-padded (phase-split) copy of each sample in place (no patch matrix); small stride-1
+//!   images (at most 16 pixels) by output pixels grouped by the taps inside the image
+//!   ([`super::pixels`], no products with the padding); other shapes pack patch rows straight
+//!   into the micro-kernel's panels, in tiles of [`TILE_COLUMNS`] pixels, or for small
+//!   strided images all samples side by side;
 //! - input gradient, stride 1: a forward convolution of the output gradient with the flipped,
-//!   transposed weight (so the implicit path again); strided: W^T x dY per tile, then col2im;
-//! - weight gradient: the patch matrix read in place from the padded sample (any stride).
+//!   transposed weight (so the same paths again); strided: W^T x dY per tile, then col2im;
+//! - weight gradient: the patch matrix read in place from the padded sample (any stride), or
+//!   for small stride-1 images per tap over only the pixels it reaches ([`super::pixels`]).
 //!
 //! Why not burn Flex's own convolution: it goes through a 3-D convolution, reshaping every
 //! input to 5-D with a strided copy, and its weight gradient is a convolution with swapped
@@ -16,6 +20,7 @@
 //! never over a sum. The result is the same bits for any number of threads.
 
 use super::micro::{self, ASource, BPanel, CBlock, NR, PackedA};
+use super::pixels;
 use rayon::prelude::*;
 
 /// Shapes of one convolution.
@@ -86,7 +91,13 @@ impl ConvGeom {
     /// For kernel offset `k` along an axis of input size `size`, stride `s`, padding `pad`:
     /// the range of output positions whose input position is inside the image, and the input
     /// position of the first of them.
-    fn valid(out: usize, size: usize, s: usize, pad: usize, k: usize) -> (usize, usize, usize) {
+    pub(super) fn valid(
+        out: usize,
+        size: usize,
+        s: usize,
+        pad: usize,
+        k: usize,
+    ) -> (usize, usize, usize) {
         // input = o * s + k - pad must satisfy 0 <= input < size.
         let lo = if k >= pad { 0 } else { (pad - k).div_ceil(s) };
         let hi = if size + pad > k {
@@ -112,17 +123,22 @@ enum Path {
     Implicit,
     /// Patches copied into packed panels, tiles of about `columns` output pixels.
     Packed { columns: usize },
-    /// Small images (at most 16 pixels: VGG's 4x4 and 2x2): the patches of every sample side
-    /// by side as one wide B, so that the micro-kernel's 16 columns are not mostly padding;
-    /// threads split the output channels. (Each thread then reads all of B: for ResNet-20's
-    /// 8x8 stride-2 layer, a 9 MB B, that was 1.5-2.5x slower than tiles per sample.)
+    /// Small strided images (at most 16 pixels): the patches of every sample side by side as
+    /// one wide B, so that the micro-kernel's 16 columns are not mostly padding; threads split
+    /// the output channels. (Each thread then reads all of B: for ResNet-20's 8x8 stride-2
+    /// layer, a 9 MB B, that was 1.5-2.5x slower than tiles per sample.)
     Batched,
+    /// Small stride-1 images (at most 16 pixels: VGG's 4x4 and 2x2): output pixels grouped by
+    /// the kernel taps inside the image, no product with the padding ([`super::pixels`]).
+    Pixels,
 }
 
 impl ConvGeom {
     fn path(&self) -> Path {
         if self.wo.is_multiple_of(8) {
             Path::Implicit
+        } else if self.p() <= pixels::MAX_PIXELS && self.stride == [1, 1] {
+            Path::Pixels
         } else if self.p() <= 16 {
             Path::Batched
         } else {
@@ -261,10 +277,26 @@ fn packed_panel<'a>(data: &'a [f32], off: &'a [usize], cols: usize, j: usize) ->
 /// `y` (`[N, Cout, Ho, Wo]`) = conv(`x`, `weight`) + `bias`.
 pub fn forward(g: &ConvGeom, x: &[f32], weight: &[f32], bias: Option<&[f32]>, y: &mut [f32]) {
     check(g, x, weight, y);
-    let a = PackedA::rows(weight, g.cout, g.k());
-    forward_with(g, x, &a, bias, y, g.path());
+    let path = g.path();
+    let a = pack_weight(g, path, g.cout, |r, kk| weight[r * g.k() + kk]);
+    forward_with(g, x, &a, bias, y, path);
 }
 
+/// The weight as A for `path`: `m` rows; `at(r, k)` is element (r, k) in the usual k order
+/// (ci, ky, kx), which every path but [`Path::Pixels`] (tap-major) sums in.
+fn pack_weight(
+    g: &ConvGeom,
+    path: Path,
+    m: usize,
+    at: impl Fn(usize, usize) -> f32 + Sync,
+) -> PackedA {
+    match path {
+        Path::Pixels => pixels::pack_weight(g, m, at),
+        _ => PackedA::new(m, g.k(), at),
+    }
+}
+
+/// [`forward`] by `path`, with the weight packed for it ([`pack_weight`]).
 fn forward_with(
     g: &ConvGeom,
     x: &[f32],
@@ -316,7 +348,9 @@ fn forward_with(
                 },
             );
         }
-        Path::Batched => unreachable!("batched convolutions do not go sample by sample"),
+        Path::Batched | Path::Pixels => {
+            unreachable!("batched convolutions do not go sample by sample")
+        }
         Path::Packed { columns } => {
             if buf.off.len() != k {
                 buf.off = micro::packed_offsets(k);
@@ -355,6 +389,10 @@ fn forward_with(
             }
         }
     };
+    if path == Path::Pixels {
+        pixels::forward(g, x, a, bias, y);
+        return;
+    }
     if path == Path::Batched {
         forward_batched(g, x, a, y);
         y.par_chunks_mut(g.out_len()).for_each(add_bias);
@@ -400,18 +438,7 @@ fn forward_batched(g: &ConvGeom, x: &[f32], a: &PackedA, y: &mut [f32]) {
         });
     let off = micro::packed_offsets(k);
     let mut out = vec![0f32; g.cout * cols];
-    // Rows of Y in blocks of whole micro-panels, about four per thread: no sum is split.
-    let panels = micro::row_panels(g.cout);
-    let per = panels.div_ceil(4 * rayon::current_num_threads()).max(1);
-    let mut blocks = Vec::new();
-    let mut rest = &mut out[..];
-    for first in (0..panels).step_by(per) {
-        let rows = micro::panel_start(g.cout, (first + per).min(panels))
-            - micro::panel_start(g.cout, first);
-        let (block, tail) = rest.split_at_mut(rows * cols);
-        blocks.push((first, block));
-        rest = tail;
-    }
+    let (per, blocks) = row_blocks(g.cout, cols, &mut out);
     blocks.into_par_iter().for_each(|(first, c)| {
         let rows = c.len() / cols;
         micro::gemm(
@@ -423,7 +450,12 @@ fn forward_batched(g: &ConvGeom, x: &[f32], a: &PackedA, y: &mut [f32]) {
                 cols,
             },
             false,
-            ASource::PackedPanels(a, first, per),
+            ASource::PackedPart {
+                a,
+                first,
+                count: per,
+                k: (0, k),
+            },
             cols.div_ceil(NR),
             |j| packed_panel(&packed, &off, cols, j),
         );
@@ -435,6 +467,27 @@ fn forward_batched(g: &ConvGeom, x: &[f32], a: &PackedA, y: &mut [f32]) {
                 row.copy_from_slice(&out[co * cols + s * p..][..p]);
             }
         });
+}
+
+/// `out` (`m` rows of `cols`) cut into blocks of whole micro-panels of rows, about four per
+/// thread, for work split by rows (no sum is split): `(panels per block, [(first panel,
+/// block)])`.
+pub(super) fn row_blocks(
+    m: usize,
+    cols: usize,
+    out: &mut [f32],
+) -> (usize, Vec<(usize, &mut [f32])>) {
+    let panels = micro::row_panels(m);
+    let per = panels.div_ceil(4 * rayon::current_num_threads()).max(1);
+    let mut blocks = Vec::new();
+    let mut rest = out;
+    for first in (0..panels).step_by(per) {
+        let rows = micro::panel_start(m, (first + per).min(panels)) - micro::panel_start(m, first);
+        let (block, tail) = rest.split_at_mut(rows * cols);
+        blocks.push((first, block));
+        rest = tail;
+    }
+    (per, blocks)
 }
 
 /// Per-thread scratch space of the kernels, reused across samples.
@@ -558,8 +611,11 @@ pub fn backward_input(g: &ConvGeom, dy: &[f32], weight: &[f32], dx: &mut [f32]) 
                 })
                 .collect();
             let per_channel = g.kh * g.kw;
-            let a = PackedA::new(g.cin, t.k(), |ci, kk| weight[from[kk] + ci * per_channel]);
-            forward_with(&t, dy, &a, None, dx, t.path());
+            let path = t.path();
+            let a = pack_weight(&t, path, g.cin, |ci, kk| {
+                weight[from[kk] + ci * per_channel]
+            });
+            forward_with(&t, dy, &a, None, dx, path);
         }
         None => backward_input_strided(g, dy, weight, dx, TILE_COLUMNS),
     }
@@ -611,7 +667,29 @@ fn backward_input_strided(
 const WEIGHT_CHUNK: usize = 8;
 
 /// The gradients of the weight (`[Cout, Cin, kh, kw]`) and of the bias (`[Cout]`, summed over
-/// samples and pixels in a fixed order).
+/// samples and pixels in a fixed order): small stride-1 images by [`pixels::backward_weight`],
+/// the others by [`backward_weight_gathered`].
+pub fn backward_weight(g: &ConvGeom, x: &[f32], dy: &[f32]) -> (Vec<f32>, Vec<f32>) {
+    assert_eq!(x.len(), g.n * g.in_len(), "conv input has the wrong length");
+    assert_eq!(
+        dy.len(),
+        g.n * g.out_len(),
+        "conv output gradient has the wrong length"
+    );
+    let dw = match g.path() {
+        Path::Pixels => pixels::backward_weight(g, x, dy),
+        _ => backward_weight_gathered(g, x, dy),
+    };
+    let mut db = vec![0f32; g.cout];
+    for dy_n in dy.chunks_exact(g.out_len()) {
+        for (d, row) in db.iter_mut().zip(dy_n.chunks_exact(g.p())) {
+            *d += super::sum(row);
+        }
+    }
+    (dw, db)
+}
+
+/// The weight gradient of [`backward_weight`] for every path but [`Path::Pixels`].
 ///
 /// dW^T (K x Cout) = patches (K x N*P) * dY^T (N*P x Cout), without building the patch
 /// matrix: row `k` at (sample s, pixel c) is a padded copy of the input at `taps[k] +
@@ -622,13 +700,7 @@ const WEIGHT_CHUNK: usize = 8;
 /// only, so the bits do not depend on the number of threads. For parallelism when there are
 /// few chunks, each chunk is also cut into blocks of input channels (rows of the result,
 /// which split no sum).
-pub fn backward_weight(g: &ConvGeom, x: &[f32], dy: &[f32]) -> (Vec<f32>, Vec<f32>) {
-    assert_eq!(x.len(), g.n * g.in_len(), "conv input has the wrong length");
-    assert_eq!(
-        dy.len(),
-        g.n * g.out_len(),
-        "conv output gradient has the wrong length"
-    );
+fn backward_weight_gathered(g: &ConvGeom, x: &[f32], dy: &[f32]) -> Vec<f32> {
     let (k, p, taps_per_ch) = (g.k(), g.p(), g.kh * g.kw);
     let chunk = 512usize
         .div_ceil(p.max(1))
@@ -712,13 +784,7 @@ pub fn backward_weight(g: &ConvGeom, x: &[f32], dy: &[f32]) -> (Vec<f32>, Vec<f3
             }
         }
     }
-    let mut db = vec![0f32; g.cout];
-    for dy_n in dy.chunks_exact(g.out_len()) {
-        for (d, row) in db.iter_mut().zip(dy_n.chunks_exact(p)) {
-            *d += super::sum(row);
-        }
-    }
-    (dw, db)
+    dw
 }
 
 fn check(g: &ConvGeom, x: &[f32], weight: &[f32], y: &[f32]) {
@@ -929,6 +995,70 @@ mod tests {
             close(&dx, &want, "input gradient, col2im");
             let (dw, _) = backward_weight(&g, &xv, &dy);
             close(&dw, &naive_weight_gradient(&g, &xv, &dy), "weight gradient");
+        }
+    }
+
+    /// Small stride-1 images take the pixels path (forward, input gradient and weight
+    /// gradient), which sums only the taps inside the image; it gives what the definitions
+    /// and the batched path give: batches that are not a multiple of 8, a 1x1 image, other
+    /// kernel sizes and paddings, several channel panels and blocks, and k-runs longer than
+    /// one block of micro::KC.
+    #[test]
+    fn pixels_path_agrees_with_the_definitions() {
+        for (x, w, p) in [
+            ([3, 5, 4, 4], [7, 5, 3, 3], [1, 1]),
+            ([2, 4, 2, 2], [3, 4, 3, 3], [1, 1]),
+            ([9, 3, 1, 1], [4, 3, 3, 3], [1, 1]),
+            ([2, 3, 3, 3], [5, 3, 3, 3], [1, 1]),
+            ([2, 2, 4, 4], [3, 2, 5, 5], [2, 2]),
+            ([2, 3, 4, 3], [2, 3, 1, 1], [0, 0]),
+            ([2, 3, 4, 3], [2, 3, 3, 3], [0, 0]),
+            ([2, 3, 2, 4], [4, 3, 3, 3], [1, 0]),
+            ([17, 40, 4, 4], [20, 40, 3, 3], [1, 1]),
+            ([4, 300, 2, 2], [33, 300, 3, 3], [1, 1]),
+        ] {
+            let g = ConvGeom::new(x, w, [1, 1], p).unwrap();
+            assert_eq!(g.path(), Path::Pixels, "{g:?}");
+            let (xv, wv, dy) = inputs(&g);
+            let close = |a: &[f32], b: &[f32], what: &str| {
+                assert_eq!(a.len(), b.len());
+                for (i, (a, b)) in a.iter().zip(b).enumerate() {
+                    assert!(
+                        (a - b).abs() <= 1e-4 * (1.0 + b.abs()),
+                        "{g:?} {what} [{i}]: {a} vs {b}"
+                    );
+                }
+            };
+            let want = naive(&g, &xv, &wv);
+            let mut y = vec![f32::NAN; g.n * g.out_len()];
+            forward(&g, &xv, &wv, None, &mut y);
+            close(&y, &want, "forward");
+            let a = PackedA::rows(&wv, g.cout, g.k());
+            let mut y = vec![f32::NAN; g.n * g.out_len()];
+            forward_with(&g, &xv, &a, None, &mut y, Path::Batched);
+            close(&y, &want, "forward, batched");
+            let bias: Vec<f32> = (0..g.cout).map(|c| c as f32 - 1.5).collect();
+            let mut yb = vec![f32::NAN; g.n * g.out_len()];
+            forward(&g, &xv, &wv, Some(&bias), &mut yb);
+            let with_bias: Vec<f32> = want
+                .iter()
+                .enumerate()
+                .map(|(i, v)| v + bias[i / g.p() % g.cout])
+                .collect();
+            close(&yb, &with_bias, "forward with bias");
+            let mut dx = vec![f32::NAN; g.n * g.in_len()];
+            backward_input(&g, &dy, &wv, &mut dx);
+            close(&dx, &naive_input_gradient(&g, &dy, &wv), "input gradient");
+            let (dw, db) = backward_weight(&g, &xv, &dy);
+            close(&dw, &naive_weight_gradient(&g, &xv, &dy), "weight gradient");
+            let want_db: Vec<f32> = (0..g.cout)
+                .map(|co| {
+                    (0..g.n)
+                        .map(|s| dy[(s * g.cout + co) * g.p()..][..g.p()].iter().sum::<f32>())
+                        .sum()
+                })
+                .collect();
+            close(&db, &want_db, "bias gradient");
         }
     }
 

@@ -20,6 +20,7 @@ pub mod bench;
 pub mod conv;
 mod flex;
 mod micro;
+mod pixels;
 pub mod profile;
 pub mod rmsprop;
 
