@@ -197,7 +197,7 @@ impl StageKind for Incremental {
         "incremental"
     }
     fn version(&self) -> u32 {
-        19
+        20
     }
     fn params(&self) -> &'static [ParamDecl] {
         PARAMS.as_slice()
@@ -355,9 +355,9 @@ macro_rules! chain_kind {
     };
 }
 
-chain_kind!(TrainStage, "train-stage", Step::Train, 19);
-chain_kind!(LookAhead, "look-ahead", Step::LookAhead, 19);
-chain_kind!(TrainBaseline, "train", Step::Train, 19);
+chain_kind!(TrainStage, "train-stage", Step::Train, 20);
+chain_kind!(LookAhead, "look-ahead", Step::LookAhead, 20);
+chain_kind!(TrainBaseline, "train", Step::Train, 20);
 
 /// Inputs common to every chain stage.
 struct Loaded {
@@ -525,7 +525,7 @@ impl StageKind for Augment {
         "augment"
     }
     fn version(&self) -> u32 {
-        18
+        19
     }
     fn params(&self) -> &'static [ParamDecl] {
         AUGMENT_PARAMS
@@ -588,7 +588,7 @@ impl StageKind for Evaluate {
         "evaluate"
     }
     fn version(&self) -> u32 {
-        19
+        20
     }
     fn params(&self) -> &'static [ParamDecl] {
         PARAMS.as_slice()
