@@ -3,7 +3,7 @@
 //! conv2d, and a whole network's loss curve, all within float tolerance; and they are
 //! deterministic (same inputs -> bit-identical results, whatever the number of threads).
 
-use burn::module::Param;
+use burn::module::{AutodiffModule, Param};
 use burn::nn::{BatchNorm, BatchNormConfig};
 use burn::prelude::*;
 use burn::tensor::TensorData;
@@ -261,6 +261,73 @@ fn conv2d_matches_burn_values_and_gradients() {
             let e = max_rel(fast, reference);
             assert!(e < 1e-4, "{case} db: max rel error {e}");
         }
+    }
+}
+
+/// The dense kernels give what burn's `Linear` gives: output, input, weight and bias
+/// gradients (training backend), and the inference output (plain backend); ragged sizes,
+/// a batch of one, and a wide layer over more than one k block.
+#[test]
+fn linear_matches_burn_values_and_gradients() {
+    use burn::nn::{Linear, LinearConfig};
+    for (n, din, dout) in [(3, 7, 5), (1, 20, 33), (9, 600, 17)] {
+        let d = cpu_device();
+        let mut lin: Linear<AB> = LinearConfig::new(din, dout).init(&d);
+        lin.weight = Param::from_data(
+            TensorData::new(values(din * dout, 11, 0.3, 0.0), [din, dout]),
+            &d,
+        );
+        lin.bias = Some(Param::from_data(
+            TensorData::new(values(dout, 12, 0.5, 0.1), [dout]),
+            &d,
+        ));
+        let run = |fast: bool| {
+            let x = Tensor::<AB, 2>::from_data(
+                TensorData::new(values(n * din, 13, 1.5, 0.2), [n, din]),
+                &d,
+            )
+            .require_grad();
+            let y = if fast {
+                incrpipe::engine::kernels::linear(&lin, x.clone())
+            } else {
+                lin.forward(x.clone())
+            };
+            let r = Tensor::<AB, 2>::from_data(
+                TensorData::new(values(n * dout, 14, 1.0, 0.0), [n, dout]),
+                &d,
+            );
+            let grads = (y.clone() * r).sum().backward();
+            let bias = lin.bias.as_ref().expect("bias").val();
+            [
+                vec_of(y.inner()),
+                vec_of(x.grad(&grads).unwrap()),
+                vec_of(lin.weight.val().grad(&grads).unwrap()),
+                vec_of(bias.grad(&grads).unwrap()),
+            ]
+        };
+        let (fast, reference) = (run(true), run(false));
+        for (what, a, b) in ["y", "dx", "dw", "db"]
+            .iter()
+            .zip(&fast)
+            .zip(&reference)
+            .map(|((w, a), b)| (w, a, b))
+        {
+            let e = max_rel(a, b);
+            assert!(e < 1e-4, "({n}, {din}, {dout}) {what}: max rel error {e}");
+        }
+        let plain = lin.valid();
+        let x = Tensor::<CpuBackend, 2>::from_data(
+            TensorData::new(values(n * din, 13, 1.5, 0.2), [n, din]),
+            &d,
+        );
+        let e = max_rel(
+            &vec_of(incrpipe::engine::kernels::linear(&plain, x.clone())),
+            &vec_of(plain.forward(x)),
+        );
+        assert!(
+            e < 1e-4,
+            "({n}, {din}, {dout}) inference: max rel error {e}"
+        );
     }
 }
 

@@ -159,6 +159,7 @@ fn sources() -> &'static [&'static str] {
         include_str!("../engine/kernels/mod.rs"),
         include_str!("../engine/kernels/batchnorm.rs"),
         include_str!("../engine/kernels/conv.rs"),
+        include_str!("../engine/kernels/dense.rs"),
         include_str!("../engine/kernels/flex.rs"),
         include_str!("../engine/kernels/micro.rs"),
         include_str!("../engine/kernels/pixels.rs"),
@@ -197,7 +198,7 @@ impl StageKind for Incremental {
         "incremental"
     }
     fn version(&self) -> u32 {
-        20
+        21
     }
     fn params(&self) -> &'static [ParamDecl] {
         PARAMS.as_slice()
@@ -355,9 +356,9 @@ macro_rules! chain_kind {
     };
 }
 
-chain_kind!(TrainStage, "train-stage", Step::Train, 20);
-chain_kind!(LookAhead, "look-ahead", Step::LookAhead, 20);
-chain_kind!(TrainBaseline, "train", Step::Train, 20);
+chain_kind!(TrainStage, "train-stage", Step::Train, 21);
+chain_kind!(LookAhead, "look-ahead", Step::LookAhead, 21);
+chain_kind!(TrainBaseline, "train", Step::Train, 21);
 
 /// Inputs common to every chain stage.
 struct Loaded {
@@ -525,7 +526,7 @@ impl StageKind for Augment {
         "augment"
     }
     fn version(&self) -> u32 {
-        19
+        20
     }
     fn params(&self) -> &'static [ParamDecl] {
         AUGMENT_PARAMS
@@ -588,7 +589,7 @@ impl StageKind for Evaluate {
         "evaluate"
     }
     fn version(&self) -> u32 {
-        20
+        21
     }
     fn params(&self) -> &'static [ParamDecl] {
         PARAMS.as_slice()

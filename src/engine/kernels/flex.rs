@@ -3,6 +3,7 @@
 
 use super::batchnorm::{self, BnGeom, BnStats};
 use super::conv::{self, ConvGeom};
+use super::dense;
 use super::profile::{Op, timed};
 use crate::engine::backend::cpu_device;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
@@ -116,6 +117,88 @@ pub fn conv2d_ad(
             prep.finish((x.primitive.clone(), w.primitive.clone(), *g), y)
         }
         OpsKind::UnTracked(prep) => prep.finish(conv_forward(g, &x.primitive, &w.primitive, bias)),
+    };
+    wrap(out)
+}
+
+/// A dense layer's sizes: batch, inputs, outputs.
+type DenseDims = (usize, usize, usize);
+
+fn dense_forward(
+    d: DenseDims,
+    x: &FlexTensor,
+    w: &FlexTensor,
+    b: Option<&FlexTensor>,
+) -> FlexTensor {
+    timed(Op::DenseForward, || {
+        let (x, w) = (x.to_contiguous(), w.to_contiguous());
+        let b = b.map(FlexTensor::to_contiguous);
+        let (n, din, dout) = d;
+        let y = dense::forward(n, din, dout, values(&x), values(&w), b.as_ref().map(values));
+        tensor(y, vec![n, dout])
+    })
+}
+
+/// Inference dense layer on plain Flex tensors.
+pub fn linear(
+    x: Tensor<Plain, 2>,
+    w: Tensor<Plain, 2>,
+    b: Option<Tensor<Plain, 1>>,
+) -> Tensor<Plain, 2> {
+    let d = (x.dims()[0], w.dims()[0], w.dims()[1]);
+    let b = b.map(primitive);
+    wrap(dense_forward(d, &primitive(x), &primitive(w), b.as_ref()))
+}
+
+#[derive(Debug)]
+struct LinearBackward;
+
+impl Backward<Plain, 3> for LinearBackward {
+    /// Input, weight, sizes.
+    type State = (FlexTensor, FlexTensor, DenseDims);
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [node_x, node_w, node_b] = ops.parents;
+        let dy = grads.consume::<Plain>(&ops.node).to_contiguous();
+        let (x, w, (n, din, dout)) = ops.state;
+        if let Some(node) = node_x {
+            let dx = timed(Op::DenseBackwardInput, || {
+                dense::backward_input(n, din, dout, values(&dy), values(&w.to_contiguous()))
+            });
+            grads.register::<Plain>(node.id, tensor(dx, vec![n, din]));
+        }
+        if node_w.is_some() || node_b.is_some() {
+            let (dw, db) = timed(Op::DenseBackwardWeight, || {
+                dense::backward_weight(n, din, dout, values(&x.to_contiguous()), values(&dy))
+            });
+            if let Some(node) = node_w {
+                grads.register::<Plain>(node.id, tensor(dw, vec![din, dout]));
+            }
+            if let Some(node) = node_b {
+                grads.register::<Plain>(node.id, tensor(db, vec![dout]));
+            }
+        }
+    }
+}
+
+/// Training dense layer: one autodiff node whose backward runs the two gradient kernels.
+pub fn linear_ad(x: Tensor<Ad, 2>, w: Tensor<Ad, 2>, b: Option<Tensor<Ad, 1>>) -> Tensor<Ad, 2> {
+    let d = (x.dims()[0], w.dims()[0], w.dims()[1]);
+    let has_bias = b.is_some();
+    // Without a bias, an untracked zero vector stands in as the third parent (as for conv2d_ad).
+    let b = b.unwrap_or_else(|| Tensor::zeros([d.2], &x.device()));
+    let (x, w, b) = (primitive(x), primitive(w), primitive(b));
+    let bias = has_bias.then_some(&b.primitive);
+    let out = match LinearBackward
+        .prepare::<NoCheckpointing>([x.node.clone(), w.node.clone(), b.node.clone()])
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => {
+            let y = dense_forward(d, &x.primitive, &w.primitive, bias);
+            prep.finish((x.primitive.clone(), w.primitive.clone(), d), y)
+        }
+        OpsKind::UnTracked(prep) => prep.finish(dense_forward(d, &x.primitive, &w.primitive, bias)),
     };
     wrap(out)
 }

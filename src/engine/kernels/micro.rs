@@ -93,6 +93,25 @@ impl PackedA {
         self.k = k;
     }
 
+    /// Packs again, on the calling thread, the `m x k` matrix whose column `kk` is the `m`
+    /// values `col(kk)` (A^T row-major): each column is read once, in order, and spread over
+    /// the panels, so a strip of a large row-major matrix is read as runs of its rows.
+    pub fn repack_columns<'c>(&mut self, m: usize, k: usize, col: impl Fn(usize) -> &'c [f32]) {
+        self.data.clear();
+        self.data.resize(m * k, 0.0);
+        let panels: Vec<(usize, usize)> = (0..row_panels(m))
+            .map(|i| (panel_start(m, i), panel_start(m, i + 1) - panel_start(m, i)))
+            .collect();
+        for kk in 0..k {
+            let c = &col(kk)[..m];
+            for &(s, h) in &panels {
+                self.data[s * k + kk * h..][..h].copy_from_slice(&c[s..s + h]);
+            }
+        }
+        self.m = m;
+        self.k = k;
+    }
+
     /// Packs a row-major `m x k` matrix.
     #[cfg(test)]
     pub fn rows(a: &[f32], m: usize, k: usize) -> Self {

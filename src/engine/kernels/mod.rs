@@ -18,6 +18,7 @@
 pub mod batchnorm;
 pub mod bench;
 pub mod conv;
+mod dense;
 mod flex;
 mod micro;
 mod pixels;
@@ -26,6 +27,7 @@ pub mod rmsprop;
 
 use burn::module::Param;
 use burn::nn::BatchNorm;
+use burn::nn::Linear;
 use burn::nn::PaddingConfig2d;
 use burn::nn::conv::Conv2d;
 use burn::prelude::*;
@@ -97,6 +99,30 @@ pub fn conv2d<B: Backend>(conv: &Conv2d<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
         Err(x) => x,
     };
     conv.forward(x)
+}
+
+/// `linear.forward(x)` for a batch of rows, by the dense kernels (`dense.rs`) on the CPU
+/// backend.
+pub fn linear<B: Backend>(linear: &Linear<B>, x: Tensor<B, 2>) -> Tensor<B, 2> {
+    if !enabled() {
+        return linear.forward(x);
+    }
+    let bias = linear.bias.as_ref().map(Param::val);
+    let x = match cast::<Tensor<B, 2>, Tensor<flex::Ad, 2>>(x) {
+        Ok(x) => {
+            return same(flex::linear_ad(
+                x,
+                same(linear.weight.val()),
+                bias.map(same),
+            ));
+        }
+        Err(x) => x,
+    };
+    let x = match cast::<Tensor<B, 2>, Tensor<flex::Plain, 2>>(x) {
+        Ok(x) => return same(flex::linear(x, same(linear.weight.val()), bias.map(same))),
+        Err(x) => x,
+    };
+    linear.forward(x)
 }
 
 /// `bn.forward(x)` followed by ReLU when `relu`, fused on the CPU backend. `Err(x)` when the

@@ -12,16 +12,22 @@ pub enum Op {
     ConvBackwardWeight,
     BatchNormForward,
     BatchNormBackward,
+    DenseForward,
+    DenseBackwardInput,
+    DenseBackwardWeight,
     Optimizer,
 }
 
 impl Op {
-    pub const ALL: [Op; 6] = [
+    pub const ALL: [Op; 9] = [
         Op::ConvForward,
         Op::ConvBackwardInput,
         Op::ConvBackwardWeight,
         Op::BatchNormForward,
         Op::BatchNormBackward,
+        Op::DenseForward,
+        Op::DenseBackwardInput,
+        Op::DenseBackwardWeight,
         Op::Optimizer,
     ];
 
@@ -32,12 +38,15 @@ impl Op {
             Op::ConvBackwardWeight => "conv2d weight gradient",
             Op::BatchNormForward => "batch-norm(+relu) forward",
             Op::BatchNormBackward => "batch-norm(+relu) backward",
+            Op::DenseForward => "dense forward",
+            Op::DenseBackwardInput => "dense input gradient",
+            Op::DenseBackwardWeight => "dense weight gradient",
             Op::Optimizer => "rmsprop update",
         }
     }
 }
 
-static NANOS: [AtomicU64; 6] = [const { AtomicU64::new(0) }; 6];
+static NANOS: [AtomicU64; Op::ALL.len()] = [const { AtomicU64::new(0) }; Op::ALL.len()];
 
 /// Runs `f`, adding its wall time to `op`'s counter.
 pub fn timed<R>(op: Op, f: impl FnOnce() -> R) -> R {

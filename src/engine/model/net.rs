@@ -211,7 +211,10 @@ impl<B: Backend> Unit<B> {
             Unit::Conv(c) => Act::Map(c.forward(x.map())),
             Unit::Block(b) => Act::Map(b.forward(x.map())),
             Unit::Pool(p) => Act::Map(p.forward(x.map())),
-            Unit::Dense(d) => Act::Flat(burn::tensor::activation::relu(d.linear.forward(x.flat()))),
+            Unit::Dense(d) => Act::Flat(burn::tensor::activation::relu(kernels::linear(
+                &d.linear,
+                x.flat(),
+            ))),
         }
     }
 
@@ -280,7 +283,7 @@ impl<B: Backend> Classifier<B> {
             Act::Map(t) => t.mean_dim(3).mean_dim(2).flatten(1, 3),
             Act::Flat(t) => t,
         };
-        self.fc.forward(pooled)
+        kernels::linear(&self.fc, pooled)
     }
 }
 
