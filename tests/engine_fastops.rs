@@ -264,70 +264,89 @@ fn conv2d_matches_burn_values_and_gradients() {
     }
 }
 
-/// The dense kernels give what burn's `Linear` gives: output, input, weight and bias
-/// gradients (training backend), and the inference output (plain backend); ragged sizes,
-/// a batch of one, and a wide layer over more than one k block.
-#[test]
-fn linear_matches_burn_values_and_gradients() {
-    use burn::nn::{Linear, LinearConfig};
-    for (n, din, dout) in [(3, 7, 5), (1, 20, 33), (9, 600, 17)] {
-        let d = cpu_device();
-        let mut lin: Linear<AB> = LinearConfig::new(din, dout).init(&d);
-        lin.weight = Param::from_data(
-            TensorData::new(values(din * dout, 11, 0.3, 0.0), [din, dout]),
-            &d,
-        );
+/// One forward + backward of `sum(linear(x) * r)` with burn's `Linear` or the dense
+/// kernels: output, input, weight and (with a bias) bias gradients.
+fn linear_step(n: usize, din: usize, dout: usize, bias: bool, fast: bool) -> Vec<Vec<f32>> {
+    use burn::nn::LinearConfig;
+    let d = cpu_device();
+    let mut lin = LinearConfig::new(din, dout).with_bias(bias).init::<AB>(&d);
+    lin.weight = Param::from_data(
+        TensorData::new(values(din * dout, 11, 0.3, 0.0), [din, dout]),
+        &d,
+    );
+    if bias {
         lin.bias = Some(Param::from_data(
             TensorData::new(values(dout, 12, 0.5, 0.1), [dout]),
             &d,
         ));
-        let run = |fast: bool| {
-            let x = Tensor::<AB, 2>::from_data(
-                TensorData::new(values(n * din, 13, 1.5, 0.2), [n, din]),
-                &d,
-            )
+    }
+    let x =
+        Tensor::<AB, 2>::from_data(TensorData::new(values(n * din, 13, 1.5, 0.2), [n, din]), &d)
             .require_grad();
-            let y = if fast {
-                incrpipe::engine::kernels::linear(&lin, x.clone())
-            } else {
-                lin.forward(x.clone())
-            };
-            let r = Tensor::<AB, 2>::from_data(
-                TensorData::new(values(n * dout, 14, 1.0, 0.0), [n, dout]),
-                &d,
-            );
-            let grads = (y.clone() * r).sum().backward();
-            let bias = lin.bias.as_ref().expect("bias").val();
-            [
-                vec_of(y.inner()),
-                vec_of(x.grad(&grads).unwrap()),
-                vec_of(lin.weight.val().grad(&grads).unwrap()),
-                vec_of(bias.grad(&grads).unwrap()),
-            ]
-        };
-        let (fast, reference) = (run(true), run(false));
-        for (what, a, b) in ["y", "dx", "dw", "db"]
-            .iter()
-            .zip(&fast)
-            .zip(&reference)
-            .map(|((w, a), b)| (w, a, b))
-        {
+    let y = if fast {
+        incrpipe::engine::kernels::linear(&lin, x.clone())
+    } else {
+        lin.forward(x.clone())
+    };
+    let r = Tensor::<AB, 2>::from_data(
+        TensorData::new(values(n * dout, 14, 1.0, 0.0), [n, dout]),
+        &d,
+    );
+    let grads = (y.clone() * r).sum().backward();
+    let mut out = vec![
+        vec_of(y.inner()),
+        vec_of(x.grad(&grads).unwrap()),
+        vec_of(lin.weight.val().grad(&grads).unwrap()),
+    ];
+    if let Some(b) = &lin.bias {
+        out.push(vec_of(b.val().grad(&grads).unwrap()));
+    }
+    // Inference (the plain backend).
+    let plain = lin.valid();
+    let x = Tensor::<CpuBackend, 2>::from_data(
+        TensorData::new(values(n * din, 13, 1.5, 0.2), [n, din]),
+        &d,
+    );
+    out.push(vec_of(if fast {
+        incrpipe::engine::kernels::linear(&plain, x)
+    } else {
+        plain.forward(x)
+    }));
+    out
+}
+
+/// The dense kernels give what burn's `Linear` gives: output, input, weight and bias
+/// gradients (training backend), and the inference output (plain backend); ragged sizes, a
+/// batch of one, no bias, a layer wider than one k block both ways. The kernels did run
+/// (their profile counter moved), so burn is not compared with itself.
+#[test]
+fn linear_matches_burn_values_and_gradients() {
+    use incrpipe::engine::kernels::profile::{self, Op};
+    let dense_seconds = || {
+        profile::seconds()
+            .into_iter()
+            .filter(|(op, _)| *op == Op::DenseForward)
+            .map(|(_, s)| s)
+            .sum::<f64>()
+    };
+    for (n, din, dout, bias) in [
+        (3, 7, 5, true),
+        (1, 20, 33, true),
+        (9, 600, 17, false),
+        (4, 9, 300, true),
+    ] {
+        let before = dense_seconds();
+        let fast = linear_step(n, din, dout, bias, true);
+        assert!(dense_seconds() > before, "the dense kernels did not run");
+        let reference = linear_step(n, din, dout, bias, false);
+        assert_eq!(fast.len(), reference.len());
+        for (i, (a, b)) in fast.iter().zip(&reference).enumerate() {
             let e = max_rel(a, b);
-            assert!(e < 1e-4, "({n}, {din}, {dout}) {what}: max rel error {e}");
+            assert!(
+                e < 1e-4,
+                "({n}, {din}, {dout}, bias {bias}) output {i}: max rel error {e}"
+            );
         }
-        let plain = lin.valid();
-        let x = Tensor::<CpuBackend, 2>::from_data(
-            TensorData::new(values(n * din, 13, 1.5, 0.2), [n, din]),
-            &d,
-        );
-        let e = max_rel(
-            &vec_of(incrpipe::engine::kernels::linear(&plain, x.clone())),
-            &vec_of(plain.forward(x)),
-        );
-        assert!(
-            e < 1e-4,
-            "({n}, {din}, {dout}) inference: max rel error {e}"
-        );
     }
 }
 
@@ -342,8 +361,17 @@ fn kernels_give_the_same_bits_on_one_and_two_threads() {
         pool.install(|| {
             let (x, cout, k, stride, pad, bias) = CONV_CASES[0];
             let c = conv_step(x, cout, k, stride, pad, bias, true);
+            // The pixels path and the dense kernels with enough rows (60 outputs: 10 row
+            // panels) that 1 and 2 threads cut them into different blocks.
+            let p = conv_step([10, 20, 2, 2], 60, 3, 1, 1, true, true);
+            let l = linear_step(10, 70, 60, true, true);
             let b = train_step_act([9, 6, 5, 5], true, true);
-            (c.y, c.dx, c.dw, c.db, b.y, b.dx, b.dgamma, b.dbeta)
+            (
+                (c.y, c.dx, c.dw, c.db),
+                (p.y, p.dx, p.dw, p.db),
+                l,
+                (b.y, b.dx, b.dgamma, b.dbeta),
+            )
         })
     };
     assert!(on(1) == on(2), "results differ between 1 and 2 threads");

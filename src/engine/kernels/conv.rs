@@ -2,8 +2,8 @@
 //! slices, on the register-blocked GEMM of [`super::micro`]:
 //! - forward, output rows a multiple of 8 (any stride): an implicit GEMM that reads a
 //!   zero-padded (phase-split) copy of each sample in place (no patch matrix); small stride-1
-//!   images (at most 16 pixels) by output pixels grouped by the taps inside the image
-//!   ([`super::pixels`], no products with the padding); other shapes pack patch rows straight
+//!   images (at most [`SMALL_IMAGE`] pixels) tap by tap over only the output pixels each tap
+//!   reaches ([`super::pixels`], no products with the padding); other shapes pack patch rows straight
 //!   into the micro-kernel's panels, in tiles of [`TILE_COLUMNS`] pixels, or for small
 //!   strided images all samples side by side;
 //! - input gradient, stride 1: a forward convolution of the output gradient with the flipped,
@@ -19,7 +19,7 @@
 //! taps (weight gradient: rows of its result, each summed over the whole batch in one order),
 //! never over a sum. The result is the same bits for any number of threads.
 
-use super::micro::{self, ASource, BPanel, CBlock, NR, PackedA};
+use super::micro::{self, ASource, BPanel, CBlock, NR, PackedA, row_blocks};
 use super::pixels;
 use rayon::prelude::*;
 
@@ -110,6 +110,10 @@ impl ConvGeom {
     }
 }
 
+/// The most output pixels an image may have to take [`Path::Pixels`] (stride 1) or
+/// [`Path::Batched`] (strided).
+pub const SMALL_IMAGE: usize = 16;
+
 /// Output columns per tile of the packed path: the tile's packed patch matrix (`K x cols`
 /// floats) stays in the L2 cache instead of streaming a whole sample's through memory.
 pub const TILE_COLUMNS: usize = 256;
@@ -128,8 +132,9 @@ enum Path {
     /// the output channels. (Each thread then reads all of B: for ResNet-20's 8x8 stride-2
     /// layer, a 9 MB B, that was 1.5-2.5x slower than tiles per sample.)
     Batched,
-    /// Small stride-1 images (at most 16 pixels: VGG's 4x4 and 2x2): output pixels grouped by
-    /// the kernel taps inside the image, no product with the padding ([`super::pixels`]).
+    /// Small stride-1 images (at most [`SMALL_IMAGE`] pixels: VGG's 4x4 and 2x2): tap by tap
+    /// over only the output pixels each tap reaches, no product with the padding
+    /// ([`super::pixels`]).
     Pixels,
 }
 
@@ -137,9 +142,9 @@ impl ConvGeom {
     fn path(&self) -> Path {
         if self.wo.is_multiple_of(8) {
             Path::Implicit
-        } else if self.p() <= pixels::MAX_PIXELS && self.stride == [1, 1] {
+        } else if self.p() <= SMALL_IMAGE && self.stride == [1, 1] {
             Path::Pixels
-        } else if self.p() <= 16 {
+        } else if self.p() <= SMALL_IMAGE {
             Path::Batched
         } else {
             Path::Packed {
@@ -277,9 +282,8 @@ fn packed_panel<'a>(data: &'a [f32], off: &'a [usize], cols: usize, j: usize) ->
 /// `y` (`[N, Cout, Ho, Wo]`) = conv(`x`, `weight`) + `bias`.
 pub fn forward(g: &ConvGeom, x: &[f32], weight: &[f32], bias: Option<&[f32]>, y: &mut [f32]) {
     check(g, x, weight, y);
-    let path = g.path();
-    let a = pack_weight(g, path, g.cout, |r, kk| weight[r * g.k() + kk]);
-    forward_with(g, x, &a, bias, y, path);
+    let k = g.k();
+    forward_with(g, x, |r, kk| weight[r * k + kk], bias, y, g.path());
 }
 
 /// The weight as A for `path`: `m` rows; `at(r, k)` is element (r, k) in the usual k order
@@ -296,15 +300,17 @@ fn pack_weight(
     }
 }
 
-/// [`forward`] by `path`, with the weight packed for it ([`pack_weight`]).
+/// [`forward`] by `path`, of the weight whose element (co, k) in the usual k order (ci, ky,
+/// kx) is `weight(co, k)`; it is packed here, in the order `path` sums it.
 fn forward_with(
     g: &ConvGeom,
     x: &[f32],
-    a: &PackedA,
+    weight: impl Fn(usize, usize) -> f32 + Sync,
     bias: Option<&[f32]>,
     y: &mut [f32],
     path: Path,
 ) {
+    let a = &pack_weight(g, path, g.cout, weight);
     assert_eq!(
         (a.m(), a.k()),
         (g.cout, g.k()),
@@ -349,7 +355,7 @@ fn forward_with(
             );
         }
         Path::Batched | Path::Pixels => {
-            unreachable!("batched convolutions do not go sample by sample")
+            unreachable!("batched and pixels convolutions do not go sample by sample")
         }
         Path::Packed { columns } => {
             if buf.off.len() != k {
@@ -467,27 +473,6 @@ fn forward_batched(g: &ConvGeom, x: &[f32], a: &PackedA, y: &mut [f32]) {
                 row.copy_from_slice(&out[co * cols + s * p..][..p]);
             }
         });
-}
-
-/// `out` (`m` rows of `cols`) cut into blocks of whole micro-panels of rows, about four per
-/// thread, for work split by rows (no sum is split): `(panels per block, [(first panel,
-/// block)])`.
-pub(super) fn row_blocks(
-    m: usize,
-    cols: usize,
-    out: &mut [f32],
-) -> (usize, Vec<(usize, &mut [f32])>) {
-    let panels = micro::row_panels(m);
-    let per = panels.div_ceil(4 * rayon::current_num_threads()).max(1);
-    let mut blocks = Vec::new();
-    let mut rest = out;
-    for first in (0..panels).step_by(per) {
-        let rows = micro::panel_start(m, (first + per).min(panels)) - micro::panel_start(m, first);
-        let (block, tail) = rest.split_at_mut(rows * cols);
-        blocks.push((first, block));
-        rest = tail;
-    }
-    (per, blocks)
 }
 
 /// Per-thread scratch space of the kernels, reused across samples.
@@ -611,11 +596,8 @@ pub fn backward_input(g: &ConvGeom, dy: &[f32], weight: &[f32], dx: &mut [f32]) 
                 })
                 .collect();
             let per_channel = g.kh * g.kw;
-            let path = t.path();
-            let a = pack_weight(&t, path, g.cin, |ci, kk| {
-                weight[from[kk] + ci * per_channel]
-            });
-            forward_with(&t, dy, &a, None, dx, path);
+            let w = |ci: usize, kk: usize| weight[from[kk] + ci * per_channel];
+            forward_with(&t, dy, w, None, dx, t.path());
         }
         None => backward_input_strided(g, dy, weight, dx, TILE_COLUMNS),
     }
@@ -923,10 +905,10 @@ mod tests {
     fn tiling_does_not_change_the_results() {
         let g = ConvGeom::new([9, 3, 7, 5], [4, 3, 3, 3], [1, 1], [1, 1]).unwrap();
         let (x, w, dy) = inputs(&g);
-        let a = PackedA::rows(&w, g.cout, g.k());
         let run = |columns: usize| {
             let mut y = vec![0f32; g.n * g.out_len()];
-            forward_with(&g, &x, &a, None, &mut y, Path::Packed { columns });
+            let w_at = |r: usize, kk: usize| w[r * g.k() + kk];
+            forward_with(&g, &x, w_at, None, &mut y, Path::Packed { columns });
             let mut dx = vec![0f32; g.n * g.in_len()];
             backward_input_strided(&g, &dy, &w, &mut dx, columns);
             (y, dx)
@@ -971,7 +953,7 @@ mod tests {
             let g = ConvGeom::new(x, w, s, p).unwrap();
             assert_eq!(g.path(), Path::Implicit, "{g:?}");
             let (xv, wv, dy) = inputs(&g);
-            let a = PackedA::rows(&wv, g.cout, g.k());
+            let w_at = |r: usize, kk: usize| wv[r * g.k() + kk];
             let close = |a: &[f32], b: &[f32], what: &str| {
                 for (i, (a, b)) in a.iter().zip(b).enumerate() {
                     assert!(
@@ -983,7 +965,7 @@ mod tests {
             let want = naive(&g, &xv, &wv);
             for path in [Path::Implicit, Path::Packed { columns: 7 }, Path::Batched] {
                 let mut y = vec![f32::NAN; g.n * g.out_len()];
-                forward_with(&g, &xv, &a, None, &mut y, path);
+                forward_with(&g, &xv, w_at, None, &mut y, path);
                 close(&y, &want, &format!("forward {path:?}"));
             }
             let want = naive_input_gradient(&g, &dy, &wv);
@@ -1033,9 +1015,9 @@ mod tests {
             let mut y = vec![f32::NAN; g.n * g.out_len()];
             forward(&g, &xv, &wv, None, &mut y);
             close(&y, &want, "forward");
-            let a = PackedA::rows(&wv, g.cout, g.k());
+            let w_at = |r: usize, kk: usize| wv[r * g.k() + kk];
             let mut y = vec![f32::NAN; g.n * g.out_len()];
-            forward_with(&g, &xv, &a, None, &mut y, Path::Batched);
+            forward_with(&g, &xv, w_at, None, &mut y, Path::Batched);
             close(&y, &want, "forward, batched");
             let bias: Vec<f32> = (0..g.cout).map(|c| c as f32 - 1.5).collect();
             let mut yb = vec![f32::NAN; g.n * g.out_len()];

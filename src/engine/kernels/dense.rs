@@ -5,18 +5,18 @@
 //! of the three products of VGG-16's 4096 x 4096 layer first copies its 67 MB weight (or
 //! writes a 67 MB gradient through a zero-filled buffer). With a batch of 32 rows the
 //! products are bound by reading that weight once: ~10 % of a VGG-16 step went there
-//! (docs/performance.md, step S). Here:
-//! - forward: Y^T (dout x n) = W^T x X^T, W^T packed one L2-sized block at a time;
+//! (docs/performance.md, step U). Here:
+//! - forward: Y^T (dout x n) = W^T x X^T, each thread's strip of W^T packed one k-block
+//!   ([`micro::KC`] k-steps) at a time;
 //! - input gradient: dX^T (din x n) = W x dY^T, W's rows read in place
 //!   ([`ASource::Gather`]);
 //! - weight gradient: dW (din x dout) = X^T x dY, K = the batch.
 //!
-//! The small operands (X^T, dY^T: batch x features) are packed; results computed transposed
+//! The small operands (X^T, dY^T, dY: batch x features) are packed; results computed transposed
 //! are transposed back. Work is split over rows of the result, never over a sum: the same
 //! bits for any number of threads.
 
-use super::conv::row_blocks;
-use super::micro::{self, ASource, BPanel, CBlock, NR, PackedA};
+use super::micro::{self, ASource, BPanel, CBlock, NR, PackedA, row_blocks};
 use rayon::prelude::*;
 
 /// `m` (`[n][len]`, row-major) transposed into B panels of [`NR`] rows of `m`:
@@ -103,6 +103,16 @@ pub fn forward(
 ) -> Vec<f32> {
     assert_eq!(x.len(), n * din, "dense input has the wrong length");
     assert_eq!(w.len(), din * dout, "dense weight has the wrong length");
+    assert!(
+        b.is_none_or(|b| b.len() == dout),
+        "dense bias has the wrong length"
+    );
+    if n == 0 || din == 0 || dout == 0 {
+        // An empty product (the packing below would cut chunks of zero length): just the bias.
+        return (0..n * dout)
+            .map(|e| b.map_or(0.0, |b| b[e % dout]))
+            .collect();
+    }
     // Y^T = W^T x X^T. W^T's rows are W's columns, 4 * dout bytes apart at every k-step: read
     // in place, a block's k-steps fall into a few cache sets and evict each other. So each
     // block of rows packs its strip of W^T one k-block at a time (reading runs of W's rows,
@@ -156,6 +166,9 @@ pub fn backward_input(n: usize, din: usize, dout: usize, dy: &[f32], w: &[f32]) 
         "dense output gradient has the wrong length"
     );
     assert_eq!(w.len(), din * dout, "dense weight has the wrong length");
+    if n == 0 || din == 0 || dout == 0 {
+        return vec![0.0; n * din];
+    }
     // A = W: element (i, o) at w[i * dout + o].
     let rows: Vec<usize> = (0..din).map(|i| i * dout).collect();
     let off: Vec<usize> = (0..dout).collect();
@@ -178,6 +191,9 @@ pub fn backward_weight(
         n * dout,
         "dense output gradient has the wrong length"
     );
+    if n == 0 || din == 0 || dout == 0 {
+        return (vec![0.0; din * dout], vec![0.0; dout]);
+    }
     // dW = X^T x dY with both small operands packed (X^T as A, dY in panels of NR columns):
     // read in place, each k-step of either lies 4 * din (or 4 * dout) bytes after the last,
     // the same few cache sets again, and the 6 x 16 tiles re-read them thousands of times.

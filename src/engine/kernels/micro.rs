@@ -44,6 +44,23 @@ pub fn panel_start(m: usize, i: usize) -> usize {
     i * base + i.min(extra)
 }
 
+/// `out` (`m` rows of `cols`) cut into blocks of whole micro-panels of rows, about four per
+/// thread, for work split by rows (no sum is split): `(panels per block, [(first panel,
+/// block)])`.
+pub fn row_blocks(m: usize, cols: usize, out: &mut [f32]) -> (usize, Vec<(usize, &mut [f32])>) {
+    let panels = row_panels(m);
+    let per = panels.div_ceil(4 * rayon::current_num_threads()).max(1);
+    let mut blocks = Vec::new();
+    let mut rest = out;
+    for first in (0..panels).step_by(per) {
+        let rows = panel_start(m, (first + per).min(panels)) - panel_start(m, first);
+        let (block, tail) = rest.split_at_mut(rows * cols);
+        blocks.push((first, block));
+        rest = tail;
+    }
+    (per, blocks)
+}
+
 /// `A` packed in row panels ([`panel_start`]): element (r, k) of the panel of `h` rows that
 /// starts at row `s` is at `s * k_len + k * h + (r - s)`. No padding rows.
 pub struct PackedA {

@@ -1,4 +1,4 @@
-//! Stride-1 convolutions of small images (at most [`MAX_PIXELS`] output pixels: VGG-16's 4x4
+//! Stride-1 convolutions of small images (at most [`super::conv::SMALL_IMAGE`] output pixels: VGG-16's 4x4
 //! and 2x2 layers at CIFAR size) that never multiply by the zero padding.
 //!
 //! With padding 1, 31 % of a 3x3 kernel's products over a 4x4 image fall in the padding, and
@@ -15,12 +15,9 @@
 //! Determinism: work is split over output channels (forward) or over (tap, block of input
 //! channels) (weight gradient), never over a sum, and each sum runs in a fixed order.
 
-use super::conv::{ConvGeom, row_blocks};
-use super::micro::{self, ASource, BPanel, CBlock, NR, PackedA};
+use super::conv::ConvGeom;
+use super::micro::{self, ASource, BPanel, CBlock, NR, PackedA, row_blocks};
 use rayon::prelude::*;
-
-/// The largest output image (pixels) this path takes.
-pub const MAX_PIXELS: usize = 16;
 
 /// Input channels per task of the weight gradient, in panels of [`NR`]: a k-block of its
 /// packed x^T (`micro::KC` x 128 floats) stays in L2 while the gathered rows of dY meet it.

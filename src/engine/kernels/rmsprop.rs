@@ -125,7 +125,10 @@ fn update_all(
                     super::wide(|| with_momentum::<true, false>(c, p, g, s, b))
                 })
         }
-        (Some((buf, _)), false, _) => {
+        (Some((buf, _)), false, has_buf) => {
+            // burn's state holds both or neither: a buffer without a square average would
+            // be a state this optimiser never wrote.
+            debug_assert!(!has_buf, "a momentum buffer without a square average");
             parts
                 .zip(buf.par_chunks_mut(CHUNK))
                 .for_each(|(((p, g), s), b)| {
