@@ -256,7 +256,8 @@ mod tests {
     }
 
     /// Against the definitions (sums in f64): ragged sizes (not multiples of 6, 8 or 16,
-    /// k longer than one block of micro::KC), a batch of 1, with and without bias.
+    /// k longer than one block of micro::KC either way), a batch of 1, an empty batch, with
+    /// and without bias.
     #[test]
     fn dense_matches_the_definitions() {
         for (n, din, dout) in [
@@ -265,6 +266,8 @@ mod tests {
             (33, 300, 21),
             (32, 40, 4),
             (6, 8, 16),
+            (2, 9, 300),
+            (0, 4, 5),
         ] {
             let (x, w, dy) = (fill(n * din, 1), fill(din * dout, 2), fill(n * dout, 3));
             let b = fill(dout, 4);
