@@ -198,7 +198,7 @@ impl StageKind for Incremental {
         "incremental"
     }
     fn version(&self) -> u32 {
-        23
+        24
     }
     fn params(&self) -> &'static [ParamDecl] {
         PARAMS.as_slice()
@@ -356,9 +356,9 @@ macro_rules! chain_kind {
     };
 }
 
-chain_kind!(TrainStage, "train-stage", Step::Train, 23);
-chain_kind!(LookAhead, "look-ahead", Step::LookAhead, 23);
-chain_kind!(TrainBaseline, "train", Step::Train, 23);
+chain_kind!(TrainStage, "train-stage", Step::Train, 24);
+chain_kind!(LookAhead, "look-ahead", Step::LookAhead, 24);
+chain_kind!(TrainBaseline, "train", Step::Train, 24);
 
 /// Inputs common to every chain stage.
 struct Loaded {
@@ -526,7 +526,7 @@ impl StageKind for Augment {
         "augment"
     }
     fn version(&self) -> u32 {
-        22
+        23
     }
     fn params(&self) -> &'static [ParamDecl] {
         AUGMENT_PARAMS
@@ -589,7 +589,7 @@ impl StageKind for Evaluate {
         "evaluate"
     }
     fn version(&self) -> u32 {
-        23
+        24
     }
     fn params(&self) -> &'static [ParamDecl] {
         PARAMS.as_slice()

@@ -96,7 +96,8 @@ pub fn run(spec: &NetSpec, n: usize, reps: usize, with_burn: bool) -> Vec<Kernel
             f64::NAN
         }
     };
-    for ((xs, cout, stride), count) in conv_shapes(spec, n) {
+    let shapes = conv_shapes(spec, n);
+    for &((xs, cout, stride), count) in &shapes {
         let g = ConvGeom::new(xs, [cout, xs[1], 3, 3], [stride, stride], [1, 1]).expect("shape");
         let x = data(g.n * g.in_len(), 1);
         let w = data(g.cout * g.k(), 2);
@@ -151,7 +152,6 @@ pub fn run(spec: &NetSpec, n: usize, reps: usize, with_burn: bool) -> Vec<Kernel
         }
     }
     // BatchNorm(+ReLU) on the first convolution's output, the network's largest activation.
-    let shapes = conv_shapes(spec, n);
     let out_shape = |&(([_, _, h, w], c, stride), _): &(ConvShape, usize)| {
         (c, h.div_ceil(stride), w.div_ceil(stride))
     };

@@ -19,7 +19,9 @@
 //! taps (weight gradient: rows of its result, each summed over the whole batch in one order),
 //! never over a sum. The result is the same bits for any number of threads.
 
-use super::micro::{self, ASource, BPanel, CBlock, NR, PackedA, row_blocks};
+use super::micro::{
+    self, ASource, BPanel, CBlock, NR, PackedA, pack_rows, packed_panel, put_row, row_blocks,
+};
 use super::pixels;
 use rayon::prelude::*;
 
@@ -246,36 +248,6 @@ fn col2im(g: &ConvGeom, col: &[f32], (oy0, oy1): (usize, usize), dx_n: &mut [f32
                 }
             }
         }
-    }
-}
-
-/// Copies `rows` (each `len` values) into packed panels of [`NR`] columns (`[panel][row][NR]`,
-/// zero-padded), as [`micro::gemm`] reads B.
-fn pack_rows<'a>(rows: impl ExactSizeIterator<Item = &'a [f32]>, len: usize, out: &mut Vec<f32>) {
-    let n = rows.len();
-    out.clear();
-    out.resize(len.div_ceil(NR) * n * NR, 0.0);
-    for (r, row) in rows.enumerate() {
-        put_row(out, n, r, &row[..len]);
-    }
-}
-
-/// Writes `row` as row `r` of packed panels of [`NR`] columns with `rows` rows each.
-fn put_row(out: &mut [f32], rows: usize, r: usize, row: &[f32]) {
-    for (j, chunk) in row.chunks(NR).enumerate() {
-        out[(j * rows + r) * NR..][..chunk.len()].copy_from_slice(chunk);
-    }
-}
-
-/// The B panels of a packed `[panel][k][NR]` buffer with `k` steps and `cols` columns.
-fn packed_panel<'a>(data: &'a [f32], off: &'a [usize], cols: usize, j: usize) -> BPanel<'a> {
-    let start = j * off.len() * NR;
-    BPanel {
-        data,
-        off,
-        lo: start,
-        hi: start + 8,
-        cols: NR.min(cols - j * NR),
     }
 }
 

@@ -16,7 +16,9 @@
 //! are transposed back. Work is split over rows of the result, never over a sum: the same
 //! bits for any number of threads.
 
-use super::micro::{self, ASource, BPanel, CBlock, NR, PackedA, row_blocks};
+use super::micro::{
+    self, ASource, BPanel, CBlock, NR, PackedA, pack_rows, packed_panel, row_blocks,
+};
 use rayon::prelude::*;
 
 /// `m` (`[n][len]`, row-major) transposed into B panels of [`NR`] rows of `m`:
@@ -67,13 +69,7 @@ fn gemm_gathered_by_packed(
                 off,
             },
             n.div_ceil(NR),
-            |j| BPanel {
-                data: packed,
-                off: &panel_off,
-                lo: j * k * NR,
-                hi: j * k * NR + 8,
-                cols: NR.min(n - j * NR),
-            },
+            |j| packed_panel(packed, &panel_off, n, j),
         );
     });
     c
@@ -198,17 +194,8 @@ pub fn backward_weight(
     // read in place, each k-step of either lies 4 * din (or 4 * dout) bytes after the last,
     // the same few cache sets again, and the 6 x 16 tiles re-read them thousands of times.
     let a = PackedA::new(din, n, |i, s| x[s * din + i]);
-    let ld = dout.next_multiple_of(NR);
-    let mut packed = vec![0f32; ld * n];
-    packed
-        .par_chunks_mut(n * NR)
-        .enumerate()
-        .for_each(|(j, panel)| {
-            for (s, row) in panel.chunks_exact_mut(NR).enumerate() {
-                let src = &dy[s * dout + j * NR..][..NR.min(dout - j * NR)];
-                row[..src.len()].copy_from_slice(src);
-            }
-        });
+    let mut packed = Vec::new();
+    pack_rows(dy.chunks_exact(dout), dout, &mut packed);
     let off = micro::packed_offsets(n);
     let mut dw = vec![0f32; din * dout];
     let (per, blocks) = row_blocks(din, dout, &mut dw);
@@ -229,13 +216,7 @@ pub fn backward_weight(
                 k: (0, n),
             },
             dout.div_ceil(NR),
-            |j| BPanel {
-                data: &packed,
-                off: &off,
-                lo: j * n * NR,
-                hi: j * n * NR + 8,
-                cols: NR.min(dout - j * NR),
-            },
+            |j| packed_panel(&packed, &off, dout, j),
         );
     });
     let mut db = vec![0f32; dout];

@@ -167,6 +167,40 @@ pub fn packed_offsets(k: usize) -> Vec<usize> {
     (0..k).map(|kk| kk * NR).collect()
 }
 
+/// Copies `rows` (each `len` values) into packed panels of [`NR`] columns (`[panel][row][NR]`,
+/// zero-padded), as [`micro::gemm`] reads B.
+pub fn pack_rows<'a>(
+    rows: impl ExactSizeIterator<Item = &'a [f32]>,
+    len: usize,
+    out: &mut Vec<f32>,
+) {
+    let n = rows.len();
+    out.clear();
+    out.resize(len.div_ceil(NR) * n * NR, 0.0);
+    for (r, row) in rows.enumerate() {
+        put_row(out, n, r, &row[..len]);
+    }
+}
+
+/// Writes `row` as row `r` of packed panels of [`NR`] columns with `rows` rows each.
+pub fn put_row(out: &mut [f32], rows: usize, r: usize, row: &[f32]) {
+    for (j, chunk) in row.chunks(NR).enumerate() {
+        out[(j * rows + r) * NR..][..chunk.len()].copy_from_slice(chunk);
+    }
+}
+
+/// The B panels of a packed `[panel][k][NR]` buffer with `k` steps and `cols` columns.
+pub fn packed_panel<'a>(data: &'a [f32], off: &'a [usize], cols: usize, j: usize) -> BPanel<'a> {
+    let start = j * off.len() * NR;
+    BPanel {
+        data,
+        off,
+        lo: start,
+        hi: start + 8,
+        cols: NR.min(cols - j * NR),
+    }
+}
+
 /// A writable row-major block of C: `rows x cols` at `data[start..]`, rows `ldc` apart.
 pub struct CBlock<'a> {
     pub data: &'a mut [f32],
