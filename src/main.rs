@@ -117,6 +117,8 @@ enum Cmd {
     Model(cmd::model::ModelArgs),
     /// Compare a results CSV with expected values, within per-column tolerances.
     Check(cmd::check::CheckArgs),
+    /// Replay the termination rule over a run's recorded validation curve.
+    Replay(cmd::replay::ReplayArgs),
     /// Benchmarks (figures in the README).
     #[command(subcommand)]
     Bench(BenchCmd),
@@ -172,7 +174,12 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     if matches!(
         cli.command,
-        Cmd::Status { .. } | Cmd::Dag { .. } | Cmd::Logs { .. } | Cmd::Model { .. } | Cmd::Bench(_)
+        Cmd::Status { .. }
+            | Cmd::Dag { .. }
+            | Cmd::Logs { .. }
+            | Cmd::Model { .. }
+            | Cmd::Replay(_)
+            | Cmd::Bench(_)
     ) {
         // Commands that only read and print end quietly when their reader goes away
         // (`incrpipe dag p.toml | head`), as Unix tools do, instead of panicking on
@@ -331,6 +338,7 @@ fn main() -> ExitCode {
         Cmd::Train(a) => report(cmd::train::run(a)),
         Cmd::Model(a) => report(cmd::model::run(a)),
         Cmd::Check(a) => cmd::check::run(a),
+        Cmd::Replay(a) => report(cmd::replay::run(a)),
         Cmd::Bench(BenchCmd::Train(a)) => report(cmd::bench::run("train", a)),
         Cmd::Bench(BenchCmd::Infer(a)) => report(cmd::bench::run("infer", a)),
         Cmd::Bench(BenchCmd::Augment(a)) => report(cmd::bench::run("augment", a)),

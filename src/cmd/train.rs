@@ -177,6 +177,9 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     outcome
         .provenance
         .insert("device".into(), args.device.clone().into());
+    outcome
+        .provenance
+        .insert("hosts".into(), progress.hosts.join(" + ").into());
     outcome.write(&args.out, &progress)?;
     let test_acc = outcome.test_accuracy;
     println!("test accuracy {test_acc:.4}");

@@ -11,6 +11,7 @@ pub mod checkpoint;
 pub mod data;
 pub mod error;
 pub mod flops;
+pub mod host;
 pub mod kernels;
 pub mod model;
 pub mod observe;

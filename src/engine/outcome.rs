@@ -15,7 +15,7 @@ use super::data::{ImageSet, NUM_CLASSES, Normalization, to_tensor_data};
 use super::flops;
 use super::model::{Net, NetSpec};
 use super::settings::RunSettings;
-use super::train::Progress;
+use super::train::{EpochRecord, PhaseSummary, Progress};
 
 /// `result.json` of a run directory.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -28,6 +28,11 @@ pub struct RunOutcome {
     pub seed: u64,
     /// Fraction in [0, 1] of the test set, by the final network.
     pub test_accuracy: f64,
+    /// Test accuracy of the last phase's epoch with the best validation accuracy (the first
+    /// such epoch): the checkpoint a practitioner would keep. None without test figures.
+    pub test_accuracy_best_val: Option<f64>,
+    /// The global epoch of that checkpoint.
+    pub best_val_epoch: Option<usize>,
     pub per_class_accuracy: Vec<f64>,
     /// confusion[true][predicted].
     pub confusion: Vec<Vec<u64>>,
@@ -38,6 +43,8 @@ pub struct RunOutcome {
     pub params: u64,
     pub flops_per_inference: u64,
     pub active_subnetworks: usize,
+    /// Every phase: kind, sub-networks, length and why it ended.
+    pub phases: Vec<PhaseSummary>,
     pub settings: RunSettings,
     /// Filled by the caller (backend, device, git commit, stage key, data checksum...).
     pub provenance: BTreeMap<String, serde_json::Value>,
@@ -88,6 +95,18 @@ pub fn paper_net(net: &str) -> String {
     }
 }
 
+/// The epoch of the last phase (the epochs with a test figure) with the highest validation
+/// accuracy; the first of equals, so that a longer run cannot win a tie.
+pub fn best_val_epoch(records: &[EpochRecord]) -> Option<&EpochRecord> {
+    records
+        .iter()
+        .filter(|r| r.test_acc.is_some())
+        .fold(None, |best: Option<&EpochRecord>, r| match best {
+            Some(b) if b.val_acc >= r.val_acc => Some(b),
+            _ => Some(r),
+        })
+}
+
 impl RunOutcome {
     pub fn new(
         settings: &RunSettings,
@@ -110,6 +129,7 @@ impl RunOutcome {
                 }
             })
             .collect();
+        let best = best_val_epoch(&progress.records);
         RunOutcome {
             run_id: settings.run_id(),
             net: settings.net.clone(),
@@ -121,6 +141,8 @@ impl RunOutcome {
             } else {
                 correct as f64 / total as f64
             },
+            test_accuracy_best_val: best.and_then(|r| r.test_acc),
+            best_val_epoch: best.map(|r| r.epoch),
             per_class_accuracy: per_class,
             confusion,
             test_images: total,
@@ -130,6 +152,7 @@ impl RunOutcome {
             params: flops::net_params(spec, active),
             flops_per_inference: flops::flops_per_inference(spec, active),
             active_subnetworks: active,
+            phases: progress.phases.clone(),
             settings: settings.clone(),
             provenance: BTreeMap::new(),
         }

@@ -119,6 +119,7 @@ impl RunSettings {
         cfg.min_gain_points = (self.min_gain_points >= 0.0).then_some(self.min_gain_points);
         cfg.augment = self.augment;
         cfg.eval_batch_size = self.eval_batch;
+        check_budget(&spec, &cfg)?;
         let nonzero = |n: usize| (n > 0).then_some(n);
         let data = DataConfig {
             val_fraction: self.val_fraction,
@@ -133,4 +134,40 @@ impl RunSettings {
             train: cfg,
         })
     }
+}
+
+/// With an epoch budget E every method trains E epochs in all: phases 1..K-1 end by the rule
+/// or at `max_epochs`, look-ahead epochs count toward E, and the last phase runs to E. The
+/// caps must leave the last phase at least `min_epochs` (and one) epochs, whatever the rule does.
+fn check_budget(spec: &NetSpec, cfg: &TrainConfig) -> Result<(), EngineError> {
+    let Some(budget) = cfg.epoch_budget else {
+        return Ok(());
+    };
+    if cfg.min_gain_points.is_some() {
+        return Err(EngineError::BadConfig(
+            "min_gain_points stops growing after a phase has ended, which would leave part of \
+             epoch_budget unused and break equal budgets: set one of them, not both"
+                .into(),
+        ));
+    }
+    let grown = match cfg.method {
+        Method::Baseline => 0,
+        _ => spec.k() - 1,
+    };
+    let per_phase = cfg.termination.max_epochs
+        + match cfg.method {
+            Method::Lookahead => cfg.lookahead_epochs,
+            _ => 0,
+        };
+    let last = cfg.termination.min_epochs.max(1);
+    let needed = grown * per_phase + last;
+    if needed > budget {
+        return Err(EngineError::BadConfig(format!(
+            "epoch_budget = {budget} cannot hold {grown} phases of up to max_epochs = {} \
+             (plus lookahead_epochs = {} each for look-ahead) and at least {last} epochs of the \
+             last phase ({needed} in all): raise epoch_budget or lower max_epochs",
+            cfg.termination.max_epochs, cfg.lookahead_epochs
+        )));
+    }
+    Ok(())
 }

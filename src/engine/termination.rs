@@ -5,8 +5,9 @@
 //! alpha_i = atan(slope) is its angle with the x axis. The phase stops at the end of window i
 //! when alpha_i <= gamma * alpha_{i-1} (improvement slowed down by the factor gamma) or when
 //! alpha_i <= 0 (no improvement at all; this also covers the first window, which has no
-//! predecessor). Independently a phase stops after `max_epochs`, never before `min_epochs`,
-//! and the training as a whole stops when its total epoch budget is spent (see train.rs).
+//! predecessor). A phase also stops after `max_epochs` (tested after the rule, so a cap at a
+//! window's end never pre-empts it), never before `min_epochs`. With a total epoch budget the
+//! last phase runs until the budget is spent and ignores the rule (see train.rs).
 //!
 //! Defaults (the paper gives neither ws nor gamma): ws = 5 and gamma = 0.5. With 5,000
 //! validation images one accuracy has a standard error of about 0.5 points; the slope of a
@@ -84,23 +85,44 @@ pub fn window_angles(accs: &[f64], ws: usize) -> Vec<f64> {
 }
 
 /// Decision after the epochs whose validation accuracies (in [0, 1]) are `accs`.
+/// The rule is tested before the cap: with the cap at a window's end (say 2 x ws), a phase
+/// whose progress halved there ends by the rule, not by the cap.
 pub fn decide(cfg: &TerminationConfig, accs: &[f64]) -> Decision {
     let n = accs.len();
+    if let Some(stop) = rule(cfg, accs) {
+        return Decision::Stop(stop);
+    }
     if n >= cfg.max_epochs {
         return Decision::Stop(StopReason::MaxEpochs);
     }
+    Decision::Continue
+}
+
+/// The paper's rule alone (no cap), at a window's end past `min_epochs`.
+fn rule(cfg: &TerminationConfig, accs: &[f64]) -> Option<StopReason> {
+    let n = accs.len();
     if n < cfg.min_epochs || cfg.ws < 2 || n == 0 || !n.is_multiple_of(cfg.ws) {
-        return Decision::Continue;
+        return None;
     }
     let a = window_angles(accs, cfg.ws);
     let i = a.len() - 1;
     if a[i] <= 0.0 {
-        return Decision::Stop(StopReason::NoImprovement);
+        return Some(StopReason::NoImprovement);
     }
     if i >= 1 && a[i] <= cfg.gamma * a[i - 1] {
-        return Decision::Stop(StopReason::Slowdown);
+        return Some(StopReason::Slowdown);
     }
-    Decision::Continue
+    None
+}
+
+/// Where the rule (and the cap) would have ended a phase whose validation accuracies over a
+/// long fixed run were `accs`: (epochs, reason), or None if neither fires within `accs`.
+/// Replays the decision made before each epoch, as [`crate::engine::train`] does.
+pub fn replay(cfg: &TerminationConfig, accs: &[f64]) -> Option<(usize, StopReason)> {
+    (1..=accs.len()).find_map(|n| match decide(cfg, &accs[..n]) {
+        Decision::Stop(r) => Some((n, r)),
+        Decision::Continue => None,
+    })
 }
 
 /// Optional user rule to stop growing: after the phase that trained S1..Sk (k >= 2), stop
@@ -187,6 +209,24 @@ mod tests {
         let f = |e: usize| 0.9 - 0.5 * (-(e as f64) / 6.0).exp();
         assert_eq!(stop_epoch(&cfg(3, 0.7), f), (6, StopReason::Slowdown));
         assert!(stop_epoch(&cfg(3, 0.5), f).0 > 6);
+    }
+
+    #[test]
+    fn the_rule_fires_at_the_cap() {
+        // Progress halves at window 2, which is also the cap (2 x ws): the rule decides.
+        let mut c = cfg(4, 0.5);
+        c.max_epochs = 8;
+        assert_eq!(
+            stop_epoch(&c, |e| 0.9 - 0.5 * (-(e as f64) / 2.0).exp()),
+            (8, StopReason::Slowdown)
+        );
+        let accs: Vec<f64> = (0..20)
+            .map(|e| 0.9 - 0.5 * (-(e as f64) / 2.0).exp())
+            .collect();
+        assert_eq!(replay(&c, &accs), Some((8, StopReason::Slowdown)));
+        c.max_epochs = 100;
+        let line: Vec<f64> = (0..20).map(|e| 0.1 + 0.01 * e as f64).collect();
+        assert_eq!(replay(&c, &line), None);
     }
 
     #[test]

@@ -179,6 +179,10 @@ pub struct EpochRecord {
     pub train_loss: f64,
     pub train_acc: f64,
     pub val_acc: f64,
+    /// Test accuracy after this epoch, measured in the last phase only (so that the report
+    /// can give the test accuracy of the epoch with the best validation accuracy); it
+    /// never feeds back into training or any decision.
+    pub test_acc: Option<f64>,
     pub flops_per_inference: u64,
     /// Training FLOPs so far (forward + backward of what ran, validation excluded).
     pub cum_train_flops: u64,
@@ -234,6 +238,10 @@ pub struct Progress {
     pub records: Vec<EpochRecord>,
     pub phases: Vec<PhaseSummary>,
     pub current: Option<CurrentPhase>,
+    /// Where the epochs ran: host CPU and kernel path of each distinct environment, in the
+    /// order they appeared (a resumed run may have moved machines).
+    #[serde(default)]
+    pub hosts: Vec<String>,
 }
 
 impl Progress {
@@ -251,6 +259,12 @@ impl Progress {
     fn budget_spent(&self, cfg: &TrainConfig) -> bool {
         cfg.epoch_budget.is_some_and(|b| self.epochs_done >= b)
     }
+}
+
+/// Whether a phase is the run's last: the whole network trains. With an epoch budget it
+/// runs until the budget is spent (equal budgets: every method trains E epochs in all).
+fn is_last_phase(spec: &NetSpec, kind: PhaseKind, active: usize) -> bool {
+    kind == PhaseKind::Train && active == spec.k()
 }
 
 /// A network and the progress of its run: what flows from one phase to the next.
@@ -630,6 +644,11 @@ fn run_phase<B: AutodiffBackend>(
     let train_fpi = flops::train_flops_per_image(spec, active, split.frozen());
     let params = flops::net_params(spec, active);
     let loss_fn = CrossEntropyLoss::new(None, device);
+    let last = is_last_phase(spec, kind, active);
+    let host = crate::engine::host::describe();
+    if !progress.hosts.contains(&host) {
+        progress.hosts.push(host);
+    }
 
     loop {
         // Termination is checked before each epoch so that a resumed state decides the same.
@@ -643,6 +662,7 @@ fn run_phase<B: AutodiffBackend>(
                 }
                 PhaseKind::Lookahead => Decision::Continue,
                 PhaseKind::Train if accs.is_empty() => Decision::Continue,
+                PhaseKind::Train if last && cfg.epoch_budget.is_some() => Decision::Continue,
                 PhaseKind::Train => termination::decide(&cfg.termination, &accs),
             }
         };
@@ -722,6 +742,8 @@ fn run_phase<B: AutodiffBackend>(
         }
         let net = split.assemble();
         let val_acc = evaluate(&net.valid(), &data.val, &data.norm, cfg.eval_batch_size);
+        let test_acc =
+            last.then(|| evaluate(&net.valid(), &data.test, &data.norm, cfg.eval_batch_size));
         progress.epochs_done += 1;
         progress.cum_train_flops += train_fpi * n as u64;
         progress.cum_eval_flops += fpi * data.val.len() as u64;
@@ -734,6 +756,7 @@ fn run_phase<B: AutodiffBackend>(
             train_loss: loss_sum / n.max(1) as f64,
             train_acc: correct as f64 / n.max(1) as f64,
             val_acc,
+            test_acc,
             flops_per_inference: fpi,
             cum_train_flops: progress.cum_train_flops,
             cum_eval_flops: progress.cum_eval_flops,

@@ -47,6 +47,8 @@ pub struct ProvenanceSummary {
     /// True when any run was built from a dirty tree.
     pub git_dirty: bool,
     pub data_checksum: String,
+    /// Host CPU and kernel path of the training epochs.
+    pub hosts: String,
     /// One per run, in seed order.
     pub stage_keys: String,
 }
@@ -58,8 +60,11 @@ pub struct Row {
     pub paper_net: String,
     pub method: String,
     pub seeds: Vec<f64>,
-    /// Test accuracy in percent.
+    /// Test accuracy in percent (the last epoch's network).
     pub accuracy: Stats,
+    /// Test accuracy in percent of the last phase's best-validation epoch, where every run
+    /// recorded it.
+    pub accuracy_best_val: Option<Stats>,
     pub epochs: Stats,
     pub train_flops: Stats,
     pub params: f64,
@@ -72,9 +77,16 @@ pub struct Row {
 }
 
 impl Row {
-    /// Ours minus the paper's, in percentage points.
+    /// Ours minus the paper's, in percentage points: only for the paper's own network (a
+    /// difference to a network of another size says nothing about the implementation).
     pub fn diff_vs_paper(&self) -> Option<f64> {
-        self.paper.map(|p| self.accuracy.mean - p)
+        self.paper
+            .filter(|_| self.is_paper_network())
+            .map(|p| self.accuracy.mean - p)
+    }
+
+    pub fn is_paper_network(&self) -> bool {
+        self.net == self.paper_net
     }
 }
 
@@ -138,6 +150,7 @@ pub fn aggregate(runs: Vec<Run>) -> Result<Vec<Row>, ReportError> {
             git_commit: p(|r| &r.result.provenance.git_commit),
             git_dirty: runs.iter().any(|r| r.result.provenance.git_dirty),
             data_checksum: p(|r| &r.result.provenance.data_checksum),
+            hosts: p(|r| &r.result.provenance.hosts),
             stage_keys: runs
                 .iter()
                 .map(|r| r.result.provenance.stage_key.as_str())
@@ -149,6 +162,11 @@ pub fn aggregate(runs: Vec<Run>) -> Result<Vec<Row>, ReportError> {
             paper_net: paper_nets,
             seeds: f(|r| r.result.seed),
             accuracy: Stats::of(&f(|r| r.result.test_accuracy * 100.0)),
+            accuracy_best_val: runs
+                .iter()
+                .map(|r| r.result.test_accuracy_best_val.map(|a| a * 100.0))
+                .collect::<Option<Vec<f64>>>()
+                .map(|v| Stats::of(&v)),
             epochs: Stats::of(&f(|r| r.result.epochs)),
             train_flops: Stats::of(&f(|r| r.result.train_flops)),
             params: Stats::of(&f(|r| r.result.params)).mean,

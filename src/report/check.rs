@@ -1,6 +1,7 @@
 //! Regression check of a results CSV against committed expected values.
 //!
-//! Rows are matched by (`network`, `method`). Every cell of the expected file
+//! Rows are matched by (`network`, `method`), and by `seed` too where the expected file has
+//! that column (`runs.csv`: per-seed values). Every cell of the expected file
 //! that parses as a number is compared with the same column of the results,
 //! within that column's tolerance: |got - expected| <= abs + rel x |expected|.
 //! Cells that are not numbers (provenance: commit, device, keys) are not
@@ -39,8 +40,8 @@ use super::error::ReportError;
 /// again (exactly) would fail whenever the source moves within its tolerance.
 const DERIVED: [(&str, &str); 1] = [("diff_vs_paper", "test_accuracy")];
 
-/// The columns that identify a row.
-pub const KEY: [&str; 2] = ["network", "method"];
+/// The columns that identify a row: the first two always, `seed` where the file has it.
+pub const KEY: [&str; 3] = ["network", "method", "seed"];
 
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -64,8 +65,8 @@ impl Tolerance {
 struct ColumnEntry {
     #[serde(flatten)]
     tol: Tolerance,
-    /// How the number was made; for the reader, not the check.
-    #[allow(dead_code)]
+    /// How the number was made; for the reader, and for [`write_expected`], which keeps
+    /// an entry whose `why` starts with [`HAND_EDITED`].
     why: Option<String>,
 }
 
@@ -120,11 +121,22 @@ pub fn companion(expected: &Path) -> PathBuf {
     expected.with_file_name(format!("{stem}.tolerances.toml"))
 }
 
-/// A CSV with a header, rows keyed by (network, method).
+/// A row's key: its network and method, and its seed in a per-seed file.
+pub type RowKey = Vec<String>;
+
+/// `network/method[/seed N]`, for messages.
+pub fn key_label(k: &RowKey) -> String {
+    match k.as_slice() {
+        [n, m, s] => format!("{n}/{m}/seed {s}"),
+        other => other.join("/"),
+    }
+}
+
+/// A CSV with a header, rows keyed by [`KEY`].
 #[derive(Debug, Clone)]
 pub struct Table {
     pub headers: Vec<String>,
-    pub rows: Vec<((String, String), Vec<String>)>,
+    pub rows: Vec<(RowKey, Vec<String>)>,
 }
 
 impl Table {
@@ -145,16 +157,17 @@ impl Table {
                     what: format!("no `{c}` column (rows are matched by network and method)"),
                 })
         };
-        let (ni, mi) = (idx(KEY[0])?, idx(KEY[1])?);
-        let mut rows: Vec<((String, String), Vec<String>)> = Vec::new();
+        let mut keys = vec![idx(KEY[0])?, idx(KEY[1])?];
+        keys.extend(headers.iter().position(|h| h == KEY[2]));
+        let mut rows: Vec<(RowKey, Vec<String>)> = Vec::new();
         for rec in rd.records() {
             let rec = rec.map_err(ReportError::csv(path))?;
             let cells: Vec<String> = rec.iter().map(String::from).collect();
-            let key = (cells[ni].clone(), cells[mi].clone());
+            let key: RowKey = keys.iter().map(|&i| cells[i].clone()).collect();
             if rows.iter().any(|(k, _)| *k == key) {
                 return Err(ReportError::Invalid {
                     path: path.to_path_buf(),
-                    what: format!("two rows for {}/{}", key.0, key.1),
+                    what: format!("two rows for {}", key_label(&key)),
                 });
             }
             rows.push((key, cells));
@@ -166,7 +179,7 @@ impl Table {
         self.headers.iter().position(|h| h == c)
     }
 
-    fn row(&self, key: &(String, String)) -> Option<&[String]> {
+    fn row(&self, key: &RowKey) -> Option<&[String]> {
         self.rows
             .iter()
             .find(|(k, _)| k == key)
@@ -176,8 +189,8 @@ impl Table {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Cell {
-    pub network: String,
-    pub method: String,
+    /// The row, as [`key_label`] writes it.
+    pub row: String,
     pub column: String,
     pub expected: f64,
     /// None when the results lack the column or its cell is not a number.
@@ -195,9 +208,9 @@ impl Cell {
 #[derive(Debug, Clone, Default)]
 pub struct CheckReport {
     pub cells: Vec<Cell>,
-    pub missing_rows: Vec<(String, String)>,
+    pub missing_rows: Vec<RowKey>,
     /// Rows of the results that the expected file does not have (reported, not failed).
-    pub extra_rows: Vec<(String, String)>,
+    pub extra_rows: Vec<RowKey>,
 }
 
 impl CheckReport {
@@ -220,8 +233,7 @@ impl CheckReport {
                 .to_string()
         };
         let mut lines = vec![[
-            "network".to_string(),
-            "method".into(),
+            "row".to_string(),
             "column".into(),
             "expected".into(),
             "got".into(),
@@ -231,8 +243,7 @@ impl CheckReport {
         ]];
         for c in &shown {
             lines.push([
-                c.network.clone(),
-                c.method.clone(),
+                c.row.clone(),
                 c.column.clone(),
                 fmt(c.expected),
                 c.got.map_or("(missing)".into(), fmt),
@@ -244,7 +255,7 @@ impl CheckReport {
             ]);
         }
         if !shown.is_empty() {
-            let w: Vec<usize> = (0..8)
+            let w: Vec<usize> = (0..7)
                 .map(|i| {
                     lines
                         .iter()
@@ -258,13 +269,18 @@ impl CheckReport {
                 let _ = writeln!(s, "{}", row.join("  ").trim_end());
             }
         }
-        for (n, m) in &self.missing_rows {
-            let _ = writeln!(s, "FAIL missing row {n}/{m}: expected, not in the results");
-        }
-        for (n, m) in &self.extra_rows {
+        for k in &self.missing_rows {
             let _ = writeln!(
                 s,
-                "note: row {n}/{m} is in the results but not expected (not checked)"
+                "FAIL missing row {}: expected, not in the results",
+                key_label(k)
+            );
+        }
+        for k in &self.extra_rows {
+            let _ = writeln!(
+                s,
+                "note: row {} is in the results but not expected (not checked)",
+                key_label(k)
             );
         }
         let failed = self.cells.iter().filter(|c| !c.ok).count();
@@ -315,8 +331,7 @@ pub fn check(results: &Table, expected: &Table, tol: &Tolerances) -> CheckReport
                 None => false,
             };
             rep.cells.push(Cell {
-                network: key.0.clone(),
-                method: key.1.clone(),
+                row: key_label(key),
                 column: column.clone(),
                 expected: e,
                 got: g,
@@ -351,8 +366,40 @@ pub fn check_files(
     Ok(check(&Table::read(results)?, &Table::read(expected)?, &tol))
 }
 
+/// The start of a tolerance's `why` that marks it as set by hand: `--write-expected`
+/// keeps such entries as they are.
+pub const HAND_EDITED: &str = "edited by hand";
+
+/// The hand-edited entries of an existing tolerance file, rendered as they are; an
+/// unreadable file is an error rather than something to overwrite.
+fn hand_edited(tpath: &Path) -> Result<BTreeMap<String, String>, ReportError> {
+    if !tpath.exists() {
+        return Ok(BTreeMap::new());
+    }
+    let text = std::fs::read_to_string(tpath).map_err(ReportError::io(tpath))?;
+    let f: TolFile = toml::from_str(&text).map_err(|e| ReportError::Invalid {
+        path: tpath.to_path_buf(),
+        what: format!("{e}; fix it or remove it before --write-expected rewrites it"),
+    })?;
+    Ok(f.columns
+        .into_iter()
+        .filter_map(|(c, e)| {
+            let why = e.why.filter(|w| w.starts_with(HAND_EDITED))?;
+            let mut t = format!("[columns.{c}]\n");
+            if e.tol.ignore {
+                t += "ignore = true\n";
+            } else {
+                t += &format!("abs = {:?}\nrel = {:?}\n", e.tol.abs, e.tol.rel);
+            }
+            t += &format!("why = {}\n", toml::Value::String(why));
+            Some((c, t))
+        })
+        .collect())
+}
+
 /// Writes `expected` (a copy of `results`) and its companion tolerance file.
 /// `command` is recorded in the tolerance file so that the numbers can be remade.
+/// Entries of an existing tolerance file marked [`HAND_EDITED`] are kept unchanged.
 pub fn write_expected(
     results: &Path,
     expected: &Path,
@@ -360,6 +407,8 @@ pub fn write_expected(
     command: &str,
 ) -> Result<PathBuf, ReportError> {
     let table = Table::read(results)?;
+    let tpath = companion(expected);
+    let kept = hand_edited(&tpath)?;
     let bytes = std::fs::read(results).map_err(ReportError::io(results))?;
     if let Some(dir) = expected.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(ReportError::io(dir))?;
@@ -372,13 +421,17 @@ pub fn write_expected(
          # Made by: {command}\n\
          # Each column X with a companion X_std: abs = {sigmas} x the largest X_std over the rows\n\
          # (the measured seed spread); X_std itself gets the same. Other numeric columns are exact\n\
-         # ([default]); edit a column's entry by hand to loosen it, and say why.\n",
+         # ([default]); edit a column's entry by hand to loosen it, and say why in a `why` that\n\
+         # starts with \"{HAND_EDITED}\": --write-expected keeps such entries.\n",
         expected
             .file_name()
             .map(|n| n.to_string_lossy())
             .unwrap_or_default()
     );
     let _ = writeln!(s, "[default]\nabs = 0.0\nrel = 0.0\n");
+    for entry in kept.values() {
+        let _ = writeln!(s, "{entry}");
+    }
     for h in &table.headers {
         let std_col = format!("{h}_std");
         let Some(j) = table.col(&std_col) else {
@@ -391,7 +444,10 @@ pub fn write_expected(
             .filter(|v| v.is_finite())
             .fold(0.0f64, f64::max);
         let abs = sigmas * max_std;
-        for c in [h.as_str(), std_col.as_str()] {
+        for c in [h.as_str(), std_col.as_str()]
+            .into_iter()
+            .filter(|c| !kept.contains_key(*c))
+        {
             let _ = writeln!(
                 s,
                 "[columns.{c}]\nabs = {abs:?}\nwhy = \"{sigmas} x largest {std_col} ({max_std})\"\n"
@@ -399,14 +455,13 @@ pub fn write_expected(
         }
     }
     for (c, of) in DERIVED {
-        if table.col(c).is_some() {
+        if table.col(c).is_some() && !kept.contains_key(c) {
             let _ = writeln!(
                 s,
                 "[columns.{c}]\nignore = true\nwhy = \"derived from {of}, which is checked\"\n"
             );
         }
     }
-    let tpath = companion(expected);
     std::fs::write(&tpath, s).map_err(ReportError::io(&tpath))?;
     Ok(tpath)
 }
@@ -420,6 +475,34 @@ mod tests {
         let p = d.path().join("t.csv");
         std::fs::write(&p, csv).unwrap();
         Table::read(&p).unwrap()
+    }
+
+    #[test]
+    fn write_expected_keeps_hand_edited_tolerances() {
+        let d = tempfile::tempdir().unwrap();
+        let results = d.path().join("r.csv");
+        std::fs::write(
+            &results,
+            "network,method,seed,test_accuracy,test_accuracy_std\nn,baseline,1,50.0,2.0\nn,random,1,40.0,1.0\n",
+        )
+        .unwrap();
+        let expected = d.path().join("e.csv");
+        let tpath = write_expected(&results, &expected, 3.0, "cmd").unwrap();
+        let t = Tolerances::load(&tpath).unwrap();
+        assert_eq!(t.for_column("test_accuracy").abs, 6.0);
+        let edited = std::fs::read_to_string(&tpath).unwrap().replace(
+            "[columns.test_accuracy]\nabs = 6.0\nwhy = \"3 x largest test_accuracy_std (2)\"",
+            "[columns.test_accuracy]\nabs = 0.25\nwhy = \"edited by hand: the kernel paths' spread\"",
+        );
+        assert!(edited.contains("abs = 0.25"), "{edited}");
+        std::fs::write(&tpath, edited).unwrap();
+        write_expected(&results, &expected, 3.0, "cmd").unwrap();
+        let t = Tolerances::load(&tpath).unwrap();
+        assert_eq!(t.for_column("test_accuracy").abs, 0.25);
+        assert_eq!(t.for_column("test_accuracy_std").abs, 6.0);
+        // Rows are keyed by seed too when the file has that column.
+        let exp = Table::read(&expected).unwrap();
+        assert_eq!(exp.rows[1].0, vec!["n", "random", "1"]);
     }
 
     #[test]

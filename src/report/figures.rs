@@ -31,7 +31,7 @@ pub const FIGURES: [(&str, &str); 4] = [
     ),
     (
         "fig4-val-acc-vs-params",
-        "Figure 4: validation accuracy vs parameters",
+        "Figure 4: final validation accuracy of each phase vs parameters",
     ),
 ];
 
@@ -224,6 +224,117 @@ where
     Ok(())
 }
 
+const FIG4: &str = "fig4-val-acc-vs-params";
+
+/// (parameters, validation accuracy %) at the end of each whole-network phase of a run:
+/// one point per sub-network count, as the paper's Fig. 4 plots them.
+pub fn phase_ends(epochs: &[EpochRow]) -> Vec<(usize, f64, f64)> {
+    epochs
+        .iter()
+        .enumerate()
+        .filter(|(i, e)| {
+            e.phase == "train"
+                && epochs
+                    .get(i + 1)
+                    .is_none_or(|n| n.phase != e.phase || n.active != e.active)
+        })
+        .map(|(_, e)| (e.active.parse().unwrap_or(0), e.params, e.val_acc * 100.0))
+        .collect()
+}
+
+/// (parameters, mean, sd) of one sub-network count over the seeds.
+type PhasePoint = (f64, f64, f64);
+
+/// Per method and sub-network count: (parameters, mean, sd) over the seeds.
+fn phase_points(rows: &[&Row], method: &str) -> Vec<PhasePoint> {
+    let mut by_k: std::collections::BTreeMap<usize, (f64, Vec<f64>)> = Default::default();
+    for run in rows
+        .iter()
+        .filter(|r| r.method == method)
+        .flat_map(|r| &r.runs)
+    {
+        for (k, params, acc) in phase_ends(&run.epochs) {
+            by_k.entry(k).or_insert((params, Vec::new())).1.push(acc);
+        }
+    }
+    by_k.into_values()
+        .map(|(p, accs)| {
+            let s = super::aggregate::Stats::of(&accs);
+            (p, s.mean, s.std)
+        })
+        .collect()
+}
+
+fn phase_panel<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    rows: &[&Row],
+    label: &str,
+) -> DrawResult
+where
+    DB::ErrorType: 'static,
+{
+    let pts: Vec<(&str, Vec<PhasePoint>)> = METHODS
+        .iter()
+        .map(|m| (*m, phase_points(rows, m)))
+        .filter(|(_, p)| !p.is_empty())
+        .collect();
+    let all = || pts.iter().flat_map(|(_, p)| p.iter());
+    let (x0, x1) = range(all().map(|p| p.0));
+    let (y0, y1) = range(all().flat_map(|p| [p.1 - p.2, p.1 + p.2]));
+    let mut chart = ChartBuilder::on(area)
+        .caption(label, (FONT, 18))
+        .margin(12)
+        .x_label_area_size(44)
+        .y_label_area_size(64)
+        .build_cartesian_2d(x0..x1, y0..y1)?;
+    chart
+        .configure_mesh()
+        .x_desc("parameters")
+        .y_desc("validation accuracy at the phase's end (%)")
+        .x_label_formatter(&|v| si(*v))
+        .y_label_formatter(&|v| si(*v))
+        .label_style((FONT, 13))
+        .axis_desc_style((FONT, 14))
+        .light_line_style(RGBColor(235, 235, 235))
+        .draw()?;
+    if pts.is_empty() {
+        area.draw_text(
+            "no per-epoch metrics",
+            &(FONT, 16).into_text_style(area),
+            (PANEL.0 as i32 / 3, PANEL.1 as i32 / 2),
+        )?;
+        return Ok(());
+    }
+    // Incremental methods share parameter counts: offset them slightly so that error bars
+    // of look-ahead and random do not hide each other.
+    let dx = (x1 - x0) * 0.012;
+    for (m, p) in &pts {
+        let c = color(m);
+        let off = match *m {
+            "lookahead" => -dx,
+            "random" => dx,
+            _ => 0.0,
+        };
+        let line: Vec<(f64, f64)> = p.iter().map(|q| (q.0 + off, q.1)).collect();
+        chart
+            .draw_series(LineSeries::new(line.clone(), c.stroke_width(2)))?
+            .label(method_title(m))
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], c.stroke_width(2)));
+        chart.draw_series(p.iter().map(|q| {
+            ErrorBar::new_vertical(q.0 + off, q.1 - q.2, q.1, q.1 + q.2, c.stroke_width(2), 8)
+        }))?;
+        chart.draw_series(line.into_iter().map(|q| Circle::new(q, 4, c.filled())))?;
+    }
+    chart
+        .configure_series_labels()
+        .label_font((FONT, 13))
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .position(SeriesLabelPosition::LowerRight)
+        .draw()?;
+    Ok(())
+}
+
 fn figure<DB: DrawingBackend>(
     root: DrawingArea<DB, Shift>,
     rows: &[Row],
@@ -236,7 +347,11 @@ where
     root.fill(&WHITE)?;
     let nets = networks(rows);
     let (cols, grid_rows) = grid(nets.len());
-    let heading = format!("{title} (one line per seed)");
+    let heading = if stem == FIG4 {
+        format!("{title} (mean ± sd over seeds)")
+    } else {
+        format!("{title} (one line per seed)")
+    };
     // Shrink the heading until it fits the figure (one panel is narrow); DejaVu Sans
     // glyphs average about 0.55 of the font size in width.
     let fit = root.dim_in_pixel().0 as f64 * 0.95 / (0.55 * heading.chars().count() as f64);
@@ -245,7 +360,11 @@ where
     let ax = axes(stem);
     for ((net, paper_net), area) in nets.iter().zip(panels.iter()) {
         let mine: Vec<&Row> = rows.iter().filter(|r| &r.net == net).collect();
-        panel(area, &mine, &network_label(net, paper_net), &ax)?;
+        if stem == FIG4 {
+            phase_panel(area, &mine, &network_label(net, paper_net))?;
+        } else {
+            panel(area, &mine, &network_label(net, paper_net), &ax)?;
+        }
     }
     root.present()?;
     Ok(())

@@ -6,11 +6,13 @@
 
 use std::fmt::Write;
 
+use super::ReportOptions;
 use super::aggregate::{Row, find, networks};
 use super::claims::claims_for;
 use super::figures::FIGURES;
-use super::markdown::{accuracy_cell, network_label, provenance};
+use super::markdown::{accuracy_cell, mean_sd, network_label, provenance, verdict_counts};
 use super::paper::{METHODS, method_title};
+use super::phases;
 
 pub fn escape(s: &str) -> String {
     s.replace('&', "&amp;")
@@ -33,9 +35,9 @@ const SCRIPT: &str = "window.addEventListener('load', function () {\n\
     : (imgs.length - ok) + ' of ' + imgs.length + ' figures failed to load.';\n\
 });";
 
-pub fn render(rows: &[Row], title: &str, k: f64) -> String {
+pub fn render(rows: &[Row], o: &ReportOptions) -> String {
     let mut s = String::new();
-    let t = escape(title);
+    let t = escape(&o.title);
     let _ = writeln!(
         s,
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n<title>{t}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n<h1>{t}</h1>"
@@ -43,7 +45,8 @@ pub fn render(rows: &[Row], title: &str, k: f64) -> String {
     let _ = writeln!(
         s,
         "<p>Test accuracy on CIFAR-10 in percent: mean ± sample standard deviation over seeds, then \
-         the paper's Table 2 value (Istrate et al. 2017) and our difference to it (Δ, percentage points).</p>"
+         the paper's Table 2 value (Istrate et al. 2017); the difference to it (Δ, percentage points) only \
+         for the paper's own networks. In brackets: the test accuracy of the last phase's best-validation epoch.</p>"
     );
     let _ = writeln!(s, "<table id=\"table2\">\n<tr><th>Network</th>");
     for m in METHODS {
@@ -57,10 +60,12 @@ pub fn render(rows: &[Row], title: &str, k: f64) -> String {
             escape(&network_label(&net, &paper_net))
         );
         for m in METHODS {
+            let r = find(rows, &net, m);
             let _ = write!(
                 s,
-                "<td>{}</td>",
-                escape(&accuracy_cell(find(rows, &net, m)))
+                "<td>{} <span class=\"muted\">[{}]</span></td>",
+                escape(&accuracy_cell(r)),
+                escape(&mean_sd(r.and_then(|r| r.accuracy_best_val.as_ref())))
             );
         }
         let _ = writeln!(s, "</tr>");
@@ -85,9 +90,23 @@ pub fn render(rows: &[Row], title: &str, k: f64) -> String {
     }
     let _ = writeln!(
         s,
-        "</table>\n<h2>Claims at this scale</h2>\n<p>A claim is asserted only where the mean gap exceeds {k} x the seed spread \
-         (the larger of the two standard deviations); otherwise it is not visible at this scale. \
-         See table2.md for the full rule.</p>"
+        "</table>\n<h2>Phases</h2>\n<table id=\"phases\">\n<tr><th>Network</th><th>Method</th><th>Epochs per phase and why each ended</th></tr>"
+    );
+    for r in rows {
+        let _ = writeln!(
+            s,
+            "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
+            escape(&r.net),
+            method_title(&r.method),
+            escape(&phases::summary(r))
+        );
+    }
+    let [h, c, n, u] = verdict_counts(rows, o);
+    let _ = writeln!(
+        s,
+        "</table>\n<h2>Claims at this scale</h2>\n<p>Judged on per-seed paired differences with Student-t \
+         intervals; each claim names its test, and table2.md gives the full rule. In all: {h} hold, \
+         {c} contradicted, {n} not resolved, {u} cannot be resolved with these seeds.</p>"
     );
     for (net, paper_net) in networks(rows) {
         let _ = writeln!(
@@ -95,19 +114,16 @@ pub fn render(rows: &[Row], title: &str, k: f64) -> String {
             "<h3>{}</h3>\n<ul>",
             escape(&network_label(&net, &paper_net))
         );
-        for c in claims_for(rows, &net, k) {
-            let class = match c.verdict {
-                super::claims::Verdict::Holds => "holds",
-                super::claims::Verdict::Contradicted => "contradicted",
-                _ => "muted",
-            };
+        for c in claims_for(rows, &net, &o.claims) {
             let _ = writeln!(
                 s,
-                "<li>({}) {}: <strong class=\"{class}\">{}</strong>. {}.</li>",
+                "<li>({}) {}: <strong class=\"{}\">{}</strong>. {}. <span class=\"muted\">Test: {}.</span></li>",
                 c.id,
                 escape(c.statement),
+                c.verdict.class(),
                 c.verdict.label(),
-                escape(&c.detail)
+                escape(&c.detail),
+                escape(&c.test)
             );
         }
         let _ = writeln!(s, "</ul>");
@@ -129,7 +145,7 @@ pub fn render(rows: &[Row], title: &str, k: f64) -> String {
     }
     let _ = writeln!(
         s,
-        "</ul>\n<p>Data: <a href=\"table2.csv\">table2.csv</a>, <a href=\"table2.md\">table2.md</a>.</p>\n<script>\n{SCRIPT}\n</script>\n</body>\n</html>"
+        "</ul>\n<p>Data: <a href=\"table2.csv\">table2.csv</a>, <a href=\"table2.md\">table2.md</a>, <a href=\"runs.csv\">runs.csv</a>.</p>\n<script>\n{SCRIPT}\n</script>\n</body>\n</html>"
     );
     s
 }

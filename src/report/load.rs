@@ -27,6 +27,9 @@ pub struct Provenance {
     pub stage_key: String,
     #[serde(default)]
     pub data_checksum: String,
+    /// Host CPU and kernel path of the training epochs (`;`-joined when several).
+    #[serde(default)]
+    pub hosts: String,
 }
 
 /// `result.json` of one run.
@@ -50,8 +53,37 @@ pub struct RunResult {
     pub params: f64,
     #[serde(default)]
     pub flops_per_inference: f64,
+    /// Test accuracy of the last phase's epoch with the best validation accuracy.
+    #[serde(default)]
+    pub test_accuracy_best_val: Option<f64>,
+    #[serde(default)]
+    pub phases: Vec<Phase>,
+    #[serde(default)]
+    pub settings: Settings,
     #[serde(default)]
     pub provenance: Provenance,
+}
+
+/// One phase of a run as `result.json` lists it.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Phase {
+    /// `train` or `lookahead`.
+    pub kind: String,
+    pub active: f64,
+    pub epochs: f64,
+    /// `Slowdown`, `NoImprovement`, `MaxEpochs`, `Budget` or `FixedEpochs`.
+    pub stop: String,
+    pub final_val_acc: f64,
+}
+
+/// The settings the report needs (the rest of `result.json`'s `settings` is ignored).
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct Settings {
+    /// The termination window: the report smooths validation curves over it.
+    #[serde(default)]
+    pub ws: f64,
+    #[serde(default)]
+    pub epoch_budget: f64,
 }
 
 /// One row of `metrics.csv`.
@@ -65,6 +97,9 @@ pub struct EpochRow {
     pub train_loss: f64,
     pub train_acc: f64,
     pub val_acc: f64,
+    /// Measured in the last phase only (empty elsewhere).
+    #[serde(default)]
+    pub test_acc: Option<f64>,
     pub flops_per_inference: f64,
     pub cum_train_flops: f64,
     pub cum_eval_flops: f64,
@@ -77,6 +112,14 @@ pub struct Run {
     pub dir: PathBuf,
     pub result: RunResult,
     pub epochs: Vec<EpochRow>,
+}
+
+/// The epochs of a `metrics.csv`.
+pub fn read_metrics(path: &Path) -> Result<Vec<EpochRow>, ReportError> {
+    let mut rd = csv::Reader::from_path(path).map_err(ReportError::csv(path))?;
+    rd.deserialize()
+        .collect::<Result<Vec<EpochRow>, _>>()
+        .map_err(ReportError::csv(path))
 }
 
 /// Loads one run directory.
@@ -99,12 +142,7 @@ pub fn load_run(dir: &Path) -> Result<Run, ReportError> {
             ),
         });
     }
-    let mpath = dir.join("metrics.csv");
-    let mut rd = csv::Reader::from_path(&mpath).map_err(ReportError::csv(&mpath))?;
-    let epochs = rd
-        .deserialize()
-        .collect::<Result<Vec<EpochRow>, _>>()
-        .map_err(ReportError::csv(&mpath))?;
+    let epochs = read_metrics(&dir.join("metrics.csv"))?;
     Ok(Run {
         dir: dir.to_path_buf(),
         result,

@@ -7,12 +7,16 @@
 pub mod aggregate;
 pub mod check;
 pub mod claims;
+pub mod curves;
 pub mod error;
 pub mod figures;
 pub mod html;
 pub mod load;
 pub mod markdown;
 pub mod paper;
+pub mod phases;
+pub mod runs_csv;
+pub mod stats;
 pub mod table_csv;
 
 use std::path::{Path, PathBuf};
@@ -22,15 +26,15 @@ pub use error::ReportError;
 #[derive(Debug, Clone)]
 pub struct ReportOptions {
     pub title: String,
-    /// A claim is asserted only where the mean gap exceeds this many seed spreads.
-    pub claim_sigmas: f64,
+    /// How the paper's claims are judged (intervals, margins).
+    pub claims: claims::ClaimOptions,
 }
 
 impl Default for ReportOptions {
     fn default() -> Self {
         ReportOptions {
             title: "Incremental training: Table 2 reproduction".into(),
-            claim_sigmas: 2.0,
+            claims: claims::ClaimOptions::default(),
         }
     }
 }
@@ -57,15 +61,12 @@ pub fn write_report(
     let csv = out.join("table2.csv");
     table_csv::write(&rows, &csv)?;
     files.push(csv);
+    let per_seed = out.join("runs.csv");
+    runs_csv::write(&rows, &per_seed)?;
+    files.push(per_seed);
     for (name, text) in [
-        (
-            "table2.md",
-            markdown::render(&rows, &opts.title, opts.claim_sigmas),
-        ),
-        (
-            "index.html",
-            html::render(&rows, &opts.title, opts.claim_sigmas),
-        ),
+        ("table2.md", markdown::render(&rows, opts)),
+        ("index.html", html::render(&rows, opts)),
     ] {
         let p = out.join(name);
         std::fs::write(&p, text).map_err(ReportError::io(&p))?;

@@ -7,7 +7,7 @@ use super::aggregate::{Row, seed_label};
 use super::error::ReportError;
 
 /// The columns, in order. Key columns first, then numbers, then provenance.
-pub const COLUMNS: [&str; 22] = [
+pub const COLUMNS: [&str; 24] = [
     "network",
     "paper_network",
     "method",
@@ -15,6 +15,8 @@ pub const COLUMNS: [&str; 22] = [
     "seeds",
     "test_accuracy",
     "test_accuracy_std",
+    "test_accuracy_best_val",
+    "test_accuracy_best_val_std",
     "paper_test_accuracy",
     "diff_vs_paper",
     "epochs",
@@ -34,13 +36,13 @@ pub const COLUMNS: [&str; 22] = [
 
 /// Rounds for display without losing what a check could care about: four
 /// decimals of a percent are far below any seed spread.
-fn num(x: f64, decimals: i32) -> String {
+pub(super) fn num(x: f64, decimals: i32) -> String {
     let m = 10f64.powi(decimals);
     let r = (x * m).round() / m;
     format!("{r}")
 }
 
-fn opt(x: Option<f64>) -> String {
+pub(super) fn opt(x: Option<f64>) -> String {
     x.map(|v| num(v, 4)).unwrap_or_default()
 }
 
@@ -58,6 +60,8 @@ pub fn record(r: &Row) -> Vec<String> {
             .join(";"),
         num(r.accuracy.mean, 4),
         num(r.accuracy.std, 4),
+        opt(r.accuracy_best_val.map(|a| a.mean)),
+        opt(r.accuracy_best_val.map(|a| a.std)),
         opt(r.paper),
         opt(r.diff_vs_paper()),
         num(r.epochs.mean, 4),

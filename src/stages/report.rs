@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use anyhow::{Context, bail};
 
 use crate::registry::{ParamDecl, StageContext, StageKind};
+use crate::report::claims::ClaimOptions;
 use crate::report::{ReportOptions, write_report};
 
 pub struct Report;
@@ -22,9 +23,14 @@ const PARAMS: &[ParamDecl] = &[
         help: "heading of table2.md and index.html",
     },
     ParamDecl {
-        name: "claim_sigmas",
-        default: Some("2"),
-        help: "a claim is asserted only where the mean gap exceeds this many seed standard deviations",
+        name: "confidence",
+        default: Some("0.95"),
+        help: "confidence of the paired intervals that judge the claims (a's TOST runs at 1 - confidence)",
+    },
+    ParamDecl {
+        name: "equivalence_margin",
+        default: Some("1.0"),
+        help: "claim (a): look-ahead and baseline are equivalent within this many accuracy points",
     },
 ];
 
@@ -33,7 +39,7 @@ impl StageKind for Report {
         "report"
     }
     fn version(&self) -> u32 {
-        2
+        3
     }
     fn params(&self) -> &'static [ParamDecl] {
         PARAMS
@@ -45,6 +51,10 @@ impl StageKind for Report {
             include_str!("../report/mod.rs"),
             include_str!("../report/aggregate.rs"),
             include_str!("../report/claims.rs"),
+            include_str!("../report/curves.rs"),
+            include_str!("../report/phases.rs"),
+            include_str!("../report/runs_csv.rs"),
+            include_str!("../report/stats.rs"),
             include_str!("../report/error.rs"),
             include_str!("../report/figures.rs"),
             include_str!("../report/html.rs"),
@@ -70,12 +80,16 @@ impl StageKind for Report {
                 .get("title")
                 .and_then(|v| v.as_str())
                 .map_or(defaults.title, String::from),
-            claim_sigmas: match ctx.params.get("claim_sigmas") {
-                None => defaults.claim_sigmas,
-                Some(v) => v
-                    .as_f64()
-                    .filter(|k| *k >= 0.0)
-                    .context("claim_sigmas must be a non-negative number")?,
+            claims: ClaimOptions {
+                level: number(ctx, "confidence", defaults.claims.level, |x| {
+                    x > 0.5 && x < 1.0
+                })
+                .context("confidence must be a number in (0.5, 1), e.g. 0.95")?,
+                margin_pp: number(ctx, "equivalence_margin", defaults.claims.margin_pp, |x| {
+                    x > 0.0
+                })
+                .context("equivalence_margin must be a positive number of accuracy points")?,
+                ..defaults.claims
             },
         };
         let deps: Vec<PathBuf> = ctx.deps.iter().map(PathBuf::from).collect();
@@ -87,5 +101,13 @@ impl StageKind for Report {
             s.files.len()
         );
         Ok(())
+    }
+}
+
+/// A numeric param, its default when absent; None when it is not a number `ok` accepts.
+fn number(ctx: &StageContext, name: &str, default: f64, ok: fn(f64) -> bool) -> Option<f64> {
+    match ctx.params.get(name) {
+        None => Some(default),
+        Some(v) => v.as_f64().filter(|x| ok(*x)),
     }
 }

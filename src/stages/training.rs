@@ -150,6 +150,7 @@ fn sources() -> &'static [&'static str] {
         include_str!("../engine/checkpoint.rs"),
         include_str!("../engine/data.rs"),
         include_str!("../engine/flops.rs"),
+        include_str!("../engine/host.rs"),
         include_str!("../engine/outcome.rs"),
         include_str!("../engine/partition.rs"),
         include_str!("../engine/rng.rs"),
@@ -198,7 +199,7 @@ impl StageKind for Incremental {
         "incremental"
     }
     fn version(&self) -> u32 {
-        24
+        25
     }
     fn params(&self) -> &'static [ParamDecl] {
         PARAMS.as_slice()
@@ -356,9 +357,9 @@ macro_rules! chain_kind {
     };
 }
 
-chain_kind!(TrainStage, "train-stage", Step::Train, 24);
-chain_kind!(LookAhead, "look-ahead", Step::LookAhead, 24);
-chain_kind!(TrainBaseline, "train", Step::Train, 24);
+chain_kind!(TrainStage, "train-stage", Step::Train, 25);
+chain_kind!(LookAhead, "look-ahead", Step::LookAhead, 25);
+chain_kind!(TrainBaseline, "train", Step::Train, 25);
 
 /// Inputs common to every chain stage.
 struct Loaded {
@@ -526,7 +527,7 @@ impl StageKind for Augment {
         "augment"
     }
     fn version(&self) -> u32 {
-        23
+        24
     }
     fn params(&self) -> &'static [ParamDecl] {
         AUGMENT_PARAMS
@@ -589,7 +590,7 @@ impl StageKind for Evaluate {
         "evaluate"
     }
     fn version(&self) -> u32 {
-        24
+        25
     }
     fn params(&self) -> &'static [ParamDecl] {
         PARAMS.as_slice()
@@ -660,6 +661,7 @@ fn evaluate<B: AutodiffBackend>(
         data_checksum(Path::new(&sc.deps[0])).into(),
     );
     p.insert("threads".into(), sc.cpus.into());
+    p.insert("hosts".into(), state.progress.hosts.join(" + ").into());
     o.write(Path::new(out), &state.progress)?;
     println!(
         "{}: test accuracy {:.4} ({} images), {} epochs, {:.3e} training FLOPs",

@@ -40,6 +40,18 @@ pub fn enabled() -> bool {
     !crate::engine::backend::reference_ops() && !FORCE_REFERENCE.with(Cell::get)
 }
 
+/// The kernel path the CPU backend takes in this process and thread: `avx2+fma` (the
+/// micro-kernel), `portable` (no FMA: other bits) or `reference` (burn's own ops).
+pub fn path() -> &'static str {
+    if !enabled() {
+        "reference"
+    } else if micro::fma_available() {
+        "avx2+fma"
+    } else {
+        "portable"
+    }
+}
+
 thread_local! {
     static FORCE_REFERENCE: Cell<bool> = const { Cell::new(false) };
 }
