@@ -1,6 +1,6 @@
 //! CI's accuracy regression: `pipelines/table2-cpu.toml` from a cold cache, its
-//! report checked against `tests/expected/table2-cpu.csv` (tolerances and how they
-//! were made: `tests/expected/table2-cpu.tolerances.toml`, docs/table2-cpu.md).
+//! per-seed results checked against `tests/expected/table2-cpu-runs.csv` (tolerances and how
+//! they were made: `tests/expected/table2-cpu-runs.tolerances.toml`, docs/table2-cpu.md).
 //! Takes minutes; skip locally with `cargo test -- --skip table2_cpu`.
 
 mod common;

@@ -10,7 +10,7 @@ use incrpipe::report::check;
 pub struct CheckArgs {
     /// The results CSV (e.g. results/table2.csv).
     pub results: PathBuf,
-    /// The expected CSV (e.g. tests/expected/table2-cpu.csv).
+    /// The expected CSV (e.g. tests/expected/table2-cpu-runs.csv).
     #[arg(long)]
     pub expected: PathBuf,
     /// Tolerance file (default: EXPECTED with `.csv` replaced by `.tolerances.toml`).
