@@ -241,19 +241,27 @@ fn training_params_are_declared() {
 #[test]
 fn stages_after_growth_stops_pass_the_model_through() {
     let ws = Ws::new();
-    // A budget of 2 epochs is spent by train-stage-1 (2 epochs): nothing grows after it.
+    // The growth rule: S1-S2 cannot gain 100 points over S1, so S3 is never inserted.
     ws.pipeline(
-        &pipeline("\"random\"", 1).replace("max_epochs = 2", "max_epochs = 2\nepoch_budget = 2"),
+        &pipeline("\"random\"", 1)
+            .replace("max_epochs = 2", "max_epochs = 2\nmin_gain_points = 100.0"),
     );
     ws.run(&["run", "p.toml"]).ok();
-    ws.run(&["logs", "run@method=random/train-stage-2"])
+    ws.run(&["logs", "run@method=random/train-stage-3"])
         .ok()
         .stdout_has("passing the model through unchanged");
     let r: serde_json::Value = serde_json::from_str(&ws.read("runs/random/result.json")).unwrap();
-    assert_eq!(r["epochs"], serde_json::json!(2));
+    assert_eq!(r["epochs"], serde_json::json!(4));
     assert_eq!(
         r["active_subnetworks"],
-        serde_json::json!(1),
-        "S2 and S3 were never inserted"
+        serde_json::json!(2),
+        "S3 was never inserted"
     );
+    // A budget that the caps cannot fit is refused at plan time, before anything runs.
+    ws.pipeline(
+        &pipeline("\"random\"", 1).replace("max_epochs = 2", "max_epochs = 2\nepoch_budget = 2"),
+    );
+    ws.run(&["run", "p.toml"])
+        .code(2)
+        .stderr_has("epoch_budget = 2 cannot hold 2 phases of up to max_epochs = 2");
 }
