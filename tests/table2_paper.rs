@@ -29,13 +29,16 @@ fn dag_has_every_network_and_method_with_the_papers_growth_phases() {
     .unwrap();
     let dag = Dag::build(&p, Path::new("/ws"), false).unwrap();
     let names: Vec<&str> = dag.nodes.iter().map(|n| n.spec.name.as_str()).collect();
-    for net in ["vgg16", "resnet20", "resnet32", "resnet44", "resnet56"] {
+    for (net, seed) in ["vgg16", "resnet20", "resnet32", "resnet44", "resnet56"]
+        .into_iter()
+        .flat_map(|n| (1..=3).map(move |s| (n, s)))
+    {
         let k = if net == "vgg16" { 6 } else { 3 };
-        let run = |m: &str| format!("run@method={m},net={net},seed=1");
+        let run = |m: &str| format!("run@method={m},net={net},seed={seed}");
         assert!(names.contains(&format!("{}/train", run("baseline")).as_str()));
         assert!(
-            names.contains(&format!("run@net={net},seed=1/train-stage-1").as_str()),
-            "shared stage 1 of {net}"
+            names.contains(&format!("run@net={net},seed={seed}/train-stage-1").as_str()),
+            "shared stage 1 of {net} seed {seed}"
         );
         for i in 2..=k {
             assert!(
@@ -52,11 +55,12 @@ fn dag_has_every_network_and_method_with_the_papers_growth_phases() {
             assert!(names.contains(&format!("{}/evaluate", run(m)).as_str()));
         }
     }
-    // data + report + per network: baseline 2, shared stage 1, random (K-1) + evaluate, look-ahead 2(K-1) + evaluate.
+    // data + report + per network and seed: baseline 2, shared stage 1, random (K-1) +
+    // evaluate, look-ahead 2(K-1) + evaluate; three seeds.
     let per_net = |k: usize| 2 + 1 + (k - 1) + 1 + 2 * (k - 1) + 1;
     assert_eq!(
         dag.nodes.len(),
-        3 + per_net(6) + 4 * per_net(3),
+        3 + 3 * (per_net(6) + 4 * per_net(3)),
         "data, augment (shared by all), report, and the chains"
     );
     // Every training stage asks for one GPU and trains on cuda:0 of the device it is pinned to.
@@ -102,7 +106,7 @@ fn dry_run_and_gpu_demands() {
     let o = ws.run(&["run", "pipelines/table2.toml", "--dry-run"]);
     o.ok()
         .stdout_has("run      data: never run")
-        .stdout_has("67 stages: 0 up to date, 0 to restore, 1 to run, 66 waiting on upstream");
+        .stdout_has("195 stages: 0 up to date, 0 to restore, 1 to run, 194 waiting on upstream");
     assert!(!ws.exists("cache/entries/00"), "a dry run runs nothing");
     // Without GPUs the run stops before anything starts, naming the stage and the demand.
     let o = ws.run(&["run", "pipelines/table2.toml", "--gpus", ""]);
