@@ -21,6 +21,7 @@ pub mod keys;
 pub mod paths;
 pub mod process;
 pub mod progress;
+pub mod protocol;
 pub mod registry;
 pub mod report;
 pub mod resources;

@@ -33,7 +33,7 @@ fn keep_freed_memory() {
 use clap::{Parser, Subcommand};
 use incrpipe::cache::Cache;
 use incrpipe::dag::Dag;
-use incrpipe::registry::{Registry, StageContext};
+use incrpipe::registry::Registry;
 use incrpipe::run::{RunError, RunOptions};
 use incrpipe::slurm::SlurmOptions;
 use incrpipe::{gc, progress, resources, run, spec, status};
@@ -534,20 +534,9 @@ fn run_stage(registry: &Registry, kind: &str) -> ExitCode {
     let Some(k) = registry.get(kind) else {
         return fail(2, &format!("unknown stage kind `{kind}`"));
     };
-    let env = |n: &str| std::env::var(n).unwrap_or_default();
-    let file: serde_json::Value = std::fs::read(env("INCRPIPE_PARAMS"))
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .unwrap_or_default();
-    let list = |k: &str| serde_json::from_value::<Vec<String>>(file[k].clone()).unwrap_or_default();
-    let ctx = StageContext {
-        stage: env("INCRPIPE_STAGE"),
-        key: env("INCRPIPE_KEY"),
-        params: serde_json::from_value(file["params"].clone()).unwrap_or_default(),
-        scratch: PathBuf::from(env("INCRPIPE_SCRATCH")),
-        cpus: env("INCRPIPE_CPUS").parse().unwrap_or(1),
-        deps: list("deps"),
-        outs: list("outs"),
+    let ctx = match incrpipe::protocol::read_context(|n| std::env::var(n).ok()) {
+        Ok(ctx) => ctx,
+        Err(e) => return fail(2, &format!("{kind}: {e}")),
     };
     match k.run(&ctx) {
         Ok(()) => ExitCode::SUCCESS,

@@ -18,6 +18,7 @@ use crate::hash::StatCache;
 use crate::keys;
 use crate::process;
 use crate::progress::Progress;
+use crate::protocol;
 use crate::resources::Pool;
 use crate::slurm::{self, Event, Follower, JobEnd, JobFiles, JobRecord, SlurmOptions, SubmitError};
 use crate::spec::Action;
@@ -727,7 +728,7 @@ fn start_local(
     let mut env: Vec<(String, String)> = prepared.env;
     env.extend(
         [
-            ("INCRPIPE_CPUS", &cpus),
+            (protocol::CPUS, &cpus),
             ("RAYON_NUM_THREADS", &cpus),
             ("OMP_NUM_THREADS", &cpus),
             ("CUDA_VISIBLE_DEVICES", &cuda),
@@ -761,7 +762,7 @@ fn start_local(
 /// A stage ready to start, on either executor.
 struct Prepared {
     argv: Vec<String>,
-    /// INCRPIPE_STAGE, _KEY, _PARAMS, _SCRATCH, _ATTEMPT.
+    /// The stage protocol's variables ([`protocol::Handoff`]).
     env: Vec<(String, String)>,
 }
 
@@ -802,8 +803,17 @@ fn prepare(
     }
     let scratch = cache.scratch_dir(key);
     std::fs::create_dir_all(&scratch)?;
-    let params = serde_json::json!({ "stage": node.spec.name, "params": manifest.params, "matrix": manifest.matrix, "deps": node.deps.iter().map(crate::paths::WPath::key_form).collect::<Vec<_>>(), "outs": manifest.outs });
-    let params_bytes = serde_json::to_vec_pretty(&params).unwrap();
+    let params_bytes = protocol::params_bytes(&protocol::ParamsFile {
+        stage: node.spec.name.clone(),
+        params: manifest.params.clone(),
+        matrix: manifest.matrix.clone(),
+        deps: node
+            .deps
+            .iter()
+            .map(crate::paths::WPath::key_form)
+            .collect(),
+        outs: manifest.outs.clone(),
+    });
     let params_path = match entry_tmp {
         Some(tmp) => {
             // A fresh directory of this attempt: a plain write, no temporary name.
@@ -828,14 +838,14 @@ fn prepare(
             kind.clone(),
         ],
     };
-    let path = |p: &Path| p.to_string_lossy().into_owned();
-    let env = vec![
-        ("INCRPIPE_STAGE".into(), node.spec.name.clone()),
-        ("INCRPIPE_KEY".into(), key.to_string()),
-        ("INCRPIPE_PARAMS".into(), path(&params_path)),
-        ("INCRPIPE_SCRATCH".into(), path(&scratch)),
-        ("INCRPIPE_ATTEMPT".into(), attempt.to_string()),
-    ];
+    let env = protocol::Handoff {
+        stage: node.spec.name.clone(),
+        key: key.to_string(),
+        params_path,
+        scratch,
+        attempt,
+    }
+    .env();
     Ok(Prepared { argv, env })
 }
 

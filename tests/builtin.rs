@@ -63,3 +63,63 @@ fn a_bad_mirror_fails_the_stage_and_caches_nothing() {
         .stderr_has("stage `data` exited with status 1");
     assert!(!ws.exists("data"));
 }
+
+/// The child side of the stage protocol never falls back to defaults: a built-in stage
+/// whose params file is gone (or whose environment is missing) stops with exit 2 and says
+/// what is missing, before it trains or writes anything.
+#[test]
+fn a_built_in_stage_without_its_params_file_stops_and_says_so() {
+    let ws = Ws::new();
+    std::fs::create_dir(ws.path().join("scratch")).unwrap();
+    let params = ws.path().join("params.json");
+    let stage = |with_env: bool| {
+        let mut c = ws.command(&["__stage", "train"]);
+        if with_env {
+            c.env("INCRPIPE_STAGE", "run@seed=1/train")
+                .env("INCRPIPE_KEY", "0123abcd")
+                .env("INCRPIPE_PARAMS", &params)
+                .env("INCRPIPE_SCRATCH", ws.path().join("scratch"))
+                .env("INCRPIPE_ATTEMPT", "1")
+                .env("INCRPIPE_CPUS", "1");
+        } else {
+            for v in ["INCRPIPE_STAGE", "INCRPIPE_KEY", "INCRPIPE_PARAMS"] {
+                c.env_remove(v);
+            }
+        }
+        let o = c.output().unwrap();
+        (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    let (code, err) = stage(true);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("cannot read the params file") && err.contains(&*params.to_string_lossy()),
+        "{err}"
+    );
+    // A params file without its params is malformed, not "all defaults".
+    std::fs::write(
+        &params,
+        r#"{"stage": "run@seed=1/train", "deps": [], "outs": []}"#,
+    )
+    .unwrap();
+    let (code, err) = stage(true);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("is malformed") && err.contains("params"),
+        "{err}"
+    );
+    let (code, err) = stage(false);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("$INCRPIPE_STAGE is not set"), "{err}");
+    let left: Vec<_> = std::fs::read_dir(ws.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(
+        left.len(),
+        2,
+        "nothing but scratch/ and params.json: {left:?}"
+    );
+}
