@@ -6,7 +6,17 @@ use std::io::{self, Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-use crate::hash::FileRec;
+use serde::{Deserialize, Serialize};
+
+/// One file of a tree: path relative to the tree's root, size, content hash, executable bit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileRec {
+    pub rel: String,
+    pub size: u64,
+    pub hash: String,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub exec: bool,
+}
 
 /// Writes `data` to `path` through a temporary file, fsync and rename.
 pub fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {

@@ -10,18 +10,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::fsutil::FileRec;
+
 /// Files at least this big are hashed memory-mapped and in parallel.
 const PARALLEL_HASH_BYTES: u64 = 4 << 20;
-
-/// One file of a tree: path relative to the tree's root, size, content hash, executable bit.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FileRec {
-    pub rel: String,
-    pub size: u64,
-    pub hash: String,
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub exec: bool,
-}
 
 /// Hash of a whole file or tree, from its file records (sorted by `rel`).
 /// A single file has one record with an empty `rel`.

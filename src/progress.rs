@@ -6,7 +6,16 @@ use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::run::RunSummary;
+/// What a run did, stage by stage (`incrpipe run`'s last line and its exit code).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct RunSummary {
+    pub total: usize,
+    pub ran: Vec<String>,
+    pub cached: Vec<String>,
+    pub restored: Vec<String>,
+    pub failed: Vec<String>,
+    pub skipped: Vec<String>,
+}
 
 pub trait Progress {
     fn start(&mut self, total: usize);

@@ -18,6 +18,7 @@ use crate::hash::StatCache;
 use crate::keys;
 use crate::process;
 use crate::progress::Progress;
+pub use crate::progress::RunSummary;
 use crate::protocol;
 use crate::resources::Pool;
 use crate::slurm::{self, Event, Follower, JobEnd, JobFiles, JobRecord, SlurmOptions, SubmitError};
@@ -48,16 +49,6 @@ pub struct RunOptions {
     pub wait_for_lock: bool,
     /// `Some`: stages run as Slurm jobs unless their `executor` is "local".
     pub slurm: Option<SlurmOptions>,
-}
-
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct RunSummary {
-    pub total: usize,
-    pub ran: Vec<String>,
-    pub cached: Vec<String>,
-    pub restored: Vec<String>,
-    pub failed: Vec<String>,
-    pub skipped: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
