@@ -45,14 +45,16 @@ fn expand(s: &str, at: &mut usize, prefix: &[String], out: &mut Vec<Vec<String>>
             *at += 1;
             loop {
                 skip_ws(at);
-                if s[*at..].starts_with('}') || *at >= s.len() {
+                if *at >= s.len() || s[*at..].starts_with('}') {
                     *at = (*at + 1).min(s.len());
                     return;
                 }
+                let before = *at;
                 expand(s, at, &path, out);
                 skip_ws(at);
-                if s[*at..].starts_with(',') {
-                    *at += 1;
+                // A separator, or something no path starts with (`*`): step over it.
+                if s[*at..].starts_with(',') || *at == before {
+                    *at += s[*at..].chars().next().map_or(0, char::len_utf8);
                 }
             }
         }
@@ -222,7 +224,7 @@ fn the_checker_finds_a_cycle_and_ignores_parents_and_children() {
         f("", "pub mod a; pub mod b; pub mod c;"),
         f("a", "use crate::b::Thing;\nuse crate::{c, d::e};"),
         f("a::inner", "use super::Parent; use crate::a::X;"),
-        f("b", "use crate::{a::{self, inner::Y}, c::Z};"),
+        f("b", "use crate::{a::{self, inner::Y}, c::{*}, d::*};"),
         f("c", "// use crate::a;\nfn f() -> crate::c::W { todo!() }"),
         f("d", ""),
     ];
@@ -230,7 +232,7 @@ fn the_checker_finds_a_cycle_and_ignores_parents_and_children() {
     assert_eq!(g["a"], BTreeSet::from(["b".into(), "c".into(), "d".into()]));
     assert_eq!(
         g["b"],
-        BTreeSet::from(["a".into(), "a::inner".into(), "c".into()])
+        BTreeSet::from(["a".into(), "a::inner".into(), "c".into(), "d".into()])
     );
     assert!(g["a::inner"].is_empty(), "{:?}", g["a::inner"]);
     assert!(

@@ -53,13 +53,14 @@ impl JobScript<'_> {
         for (k, v) in &self.env {
             s.push_str(&format!("export {k}={}\n", sh_quote(v)));
         }
+        let cpus = crate::protocol::CPUS;
         s.push_str(&format!(
-            "export INCRPIPE_CPUS=\"${{SLURM_CPUS_PER_TASK:-{}}}\"\n",
+            "export {cpus}=\"${{SLURM_CPUS_PER_TASK:-{}}}\"\n",
             self.cpus
         ));
-        s.push_str(
-            "export RAYON_NUM_THREADS=\"$INCRPIPE_CPUS\" OMP_NUM_THREADS=\"$INCRPIPE_CPUS\"\n",
-        );
+        s.push_str(&format!(
+            "export RAYON_NUM_THREADS=\"${cpus}\" OMP_NUM_THREADS=\"${cpus}\"\n"
+        ));
         if self.gpus > 0 {
             // Slurm sets CUDA_VISIBLE_DEVICES to the devices of this job's --gres;
             // overriding it would put concurrent jobs on the same device.
