@@ -190,6 +190,10 @@ fn main() -> ExitCode {
             libc::signal(libc::SIGPIPE, libc::SIG_DFL);
         }
     }
+    // A bad INCRPIPE_KERNELS stops every command here, before a stage inherits it.
+    if let Err(e) = incrpipe::engine::kernels::select::from_env() {
+        return fail(2, &e.to_string());
+    }
     let workspace = match std::env::current_dir().and_then(|p| p.canonicalize()) {
         Ok(p) => p,
         Err(e) => return fail(2, &format!("cannot resolve the current directory: {e}")),

@@ -62,13 +62,10 @@ pub struct StageContext {
 
 pub trait StageKind: Send + Sync {
     fn name(&self) -> &'static str;
-    /// Bump when the implementation changes what it computes; a test compares
-    /// it against a hash of the kind's source (see `tests/kind_versions.rs`).
+    /// Part of every key the kind produces: bump it when what the kind computes changes,
+    /// and only then (`tests/kind_fingerprints.rs` compares result bits and says when).
     fn version(&self) -> u32;
     fn params(&self) -> &'static [ParamDecl];
-    /// The source text of the files that implement the kind (`include_str!`),
-    /// hashed by a test that insists the version changes when they do.
-    fn sources(&self) -> &'static [&'static str];
     /// Plan-time expansion; the default is the stage itself.
     fn expand(&self, input: &ExpandInput) -> Result<Vec<Expanded>, String> {
         Ok(vec![Expanded {

@@ -383,7 +383,7 @@ fn kernels_give_the_same_bits_on_one_and_two_threads() {
 fn network_loss_curve_matches_reference_ops() {
     use burn::nn::loss::CrossEntropyLoss;
     use burn::optim::{GradientsParams, Optimizer};
-    use incrpipe::engine::kernels::with_reference_ops;
+    use incrpipe::engine::kernels::{KernelPath, with_path};
     use incrpipe::engine::model::{Net, NetSpec};
     use incrpipe::engine::train::OptimConfig;
     let d = cpu_device();
@@ -415,7 +415,7 @@ fn network_loss_curve_matches_reference_ops() {
             .collect::<Vec<f32>>()
     };
     let fast = curve();
-    let reference = with_reference_ops(curve);
+    let reference = with_path(KernelPath::Reference, curve);
     let e = max_rel(&fast, &reference);
     assert!(e < 1e-4, "loss curves differ: {fast:?} vs {reference:?}");
     assert!(fast[3] != fast[0], "the network did not train: {fast:?}");
@@ -476,7 +476,7 @@ fn rmsprop_matches_burn_bit_for_bit() {
     use burn::nn::{Linear, LinearConfig};
     use burn::optim::adaptor::OptimizerAdaptor;
     use burn::optim::{GradientsParams, Optimizer, RmsPropConfig};
-    use incrpipe::engine::kernels::with_reference_ops;
+    use incrpipe::engine::kernels::{KernelPath, with_path};
     use incrpipe::engine::rmsprop::RmsProp;
     for momentum in [0.0f32, 0.9] {
         let (alpha, epsilon, lr) = (0.9f32, 1e-7f32, 1e-3f64);
@@ -520,7 +520,7 @@ fn rmsprop_matches_burn_bit_for_bit() {
         };
         let reference = train(burn_optim, lr);
         let fused = train(ours(), lr);
-        let fallback = with_reference_ops(|| train(ours(), lr));
+        let fallback = with_path(KernelPath::Reference, || train(ours(), lr));
         assert_eq!(fused, reference, "fused kernel, momentum {momentum}");
         assert_eq!(
             fallback, reference,
@@ -533,7 +533,7 @@ fn rmsprop_matches_burn_bit_for_bit() {
 /// (through a multiple so that the incoming gradient is not 1), for a 4-D and a 2-D tensor.
 #[test]
 fn sum_of_squares_matches_burn() {
-    use incrpipe::engine::kernels::{sum_of_squares, with_reference_ops};
+    use incrpipe::engine::kernels::{KernelPath, sum_of_squares, with_path};
     let d = cpu_device();
     let run = |shape: Vec<usize>| {
         let n: usize = shape.iter().product();
@@ -553,7 +553,7 @@ fn sum_of_squares_matches_burn() {
     };
     for shape in [vec![7, 5, 3, 3], vec![40_000, 3]] {
         let fast = run(shape.clone());
-        let reference = with_reference_ops(|| run(shape.clone()));
+        let reference = with_path(KernelPath::Reference, || run(shape.clone()));
         let e = max_rel(&fast.0, &reference.0);
         assert!(
             e < 1e-5,

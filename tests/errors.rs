@@ -147,3 +147,36 @@ fn missing_pipeline_file() {
         .code(2)
         .stderr_has("cannot read pipeline file");
 }
+
+/// A kernel path that does not exist (or the old variable) stops the runner before any
+/// stage starts, and says what it accepts.
+#[test]
+fn a_bad_kernel_path_stops_every_command_before_it_runs() {
+    let ws = common::Ws::new();
+    ws.pipeline(&format!("{HEAD}[stages.a]\ncmd = \"echo a >> runs.log\"\n"));
+    let o = ws
+        .command(&["run", "p.toml"])
+        .env("INCRPIPE_KERNELS", "avx3")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("INCRPIPE_KERNELS=\"avx3\" is not a kernel path")
+            && err.contains("auto, reference, portable or avx2+fma"),
+        "{err}"
+    );
+    assert!(ws.runs().is_empty(), "a stage ran");
+    let o = ws
+        .command(&["run", "p.toml"])
+        .env("INCRPIPE_REFERENCE_OPS", "1")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("use INCRPIPE_KERNELS=reference"));
+    ws.command(&["run", "p.toml"])
+        .env("INCRPIPE_KERNELS", "portable")
+        .status()
+        .unwrap();
+    assert_eq!(ws.runs(), ["a"]);
+}

@@ -7,7 +7,6 @@
 use crate::engine::error::{EngineError, Result};
 use std::fmt;
 use std::str::FromStr;
-use std::sync::OnceLock;
 
 /// CPU inference backend.
 pub type CpuBackend = burn::backend::Flex;
@@ -60,14 +59,6 @@ impl fmt::Display for Device {
             Device::Cuda(n) => write!(f, "cuda:{n}"),
         }
     }
-}
-
-/// Whether `INCRPIPE_REFERENCE_OPS` asks for burn's reference ops (read once per process).
-pub fn reference_ops() -> bool {
-    static REF: OnceLock<bool> = OnceLock::new();
-    *REF.get_or_init(|| {
-        std::env::var("INCRPIPE_REFERENCE_OPS").is_ok_and(|v| !v.is_empty() && v != "0")
-    })
 }
 
 /// The burn device of the CPU backend.

@@ -25,7 +25,7 @@ pub struct BenchResult {
     pub images_per_sec: f64,
     /// Mean seconds per timed step in each CPU kernel (crate::engine::kernels), then
     /// "other" (everything else: element-wise ops, pooling, loss, autodiff bookkeeping,
-    /// allocation, the L2 term). Kernels that did not run (GPU, `INCRPIPE_REFERENCE_OPS=1`) read 0.
+    /// allocation, the L2 term). Kernels that did not run (GPU, `INCRPIPE_KERNELS=reference`) read 0.
     pub breakdown: Vec<(String, f64)>,
 }
 

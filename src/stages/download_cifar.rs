@@ -39,9 +39,6 @@ impl StageKind for DownloadCifar {
     fn params(&self) -> &'static [ParamDecl] {
         PARAMS
     }
-    fn sources(&self) -> &'static [&'static str] {
-        &[include_str!("download_cifar.rs")]
-    }
     fn run(&self, ctx: &StageContext) -> anyhow::Result<()> {
         let [out] = ctx.outs.as_slice() else {
             bail!(

@@ -44,26 +44,6 @@ impl StageKind for Report {
     fn params(&self) -> &'static [ParamDecl] {
         PARAMS
     }
-    fn sources(&self) -> &'static [&'static str] {
-        // Everything that shapes the report's files is part of its version.
-        &[
-            include_str!("report.rs"),
-            include_str!("../report/mod.rs"),
-            include_str!("../report/aggregate.rs"),
-            include_str!("../report/claims.rs"),
-            include_str!("../report/curves.rs"),
-            include_str!("../report/phases.rs"),
-            include_str!("../report/runs_csv.rs"),
-            include_str!("../report/stats.rs"),
-            include_str!("../report/error.rs"),
-            include_str!("../report/figures.rs"),
-            include_str!("../report/html.rs"),
-            include_str!("../report/load.rs"),
-            include_str!("../report/markdown.rs"),
-            include_str!("../report/paper.rs"),
-            include_str!("../report/table_csv.rs"),
-        ]
-    }
     fn run(&self, ctx: &StageContext) -> anyhow::Result<()> {
         let [out] = ctx.outs.as_slice() else {
             bail!(

@@ -140,38 +140,6 @@ const STAGE1_NEUTRAL: &[(&str, &str)] = &[
     ("min_gain_points", "-1.0"),
 ];
 
-/// This file and every engine file that decides what a run computes: a change to
-/// any of them must bump the versions below (tests/kind_versions.rs checks).
-fn sources() -> &'static [&'static str] {
-    &[
-        include_str!("training.rs"),
-        include_str!("../engine/augment.rs"),
-        include_str!("../engine/backend.rs"),
-        include_str!("../engine/checkpoint.rs"),
-        include_str!("../engine/data.rs"),
-        include_str!("../engine/flops.rs"),
-        include_str!("../engine/host.rs"),
-        include_str!("../engine/outcome.rs"),
-        include_str!("../engine/partition.rs"),
-        include_str!("../engine/rng.rs"),
-        include_str!("../engine/settings.rs"),
-        include_str!("../engine/termination.rs"),
-        include_str!("../engine/train.rs"),
-        include_str!("../engine/kernels/mod.rs"),
-        include_str!("../engine/kernels/batchnorm.rs"),
-        include_str!("../engine/kernels/conv.rs"),
-        include_str!("../engine/kernels/dense.rs"),
-        include_str!("../engine/kernels/flex.rs"),
-        include_str!("../engine/kernels/micro.rs"),
-        include_str!("../engine/kernels/pixels.rs"),
-        include_str!("../engine/kernels/rmsprop.rs"),
-        include_str!("../engine/rmsprop.rs"),
-        include_str!("../engine/model/mod.rs"),
-        include_str!("../engine/model/net.rs"),
-        include_str!("../engine/model/spec.rs"),
-    ]
-}
-
 fn settings_of(params: &serde_json::Map<String, Value>) -> anyhow::Result<(RunSettings, Device)> {
     let mut p = params.clone();
     let device: Device = p
@@ -203,9 +171,6 @@ impl StageKind for Incremental {
     }
     fn params(&self) -> &'static [ParamDecl] {
         PARAMS.as_slice()
-    }
-    fn sources(&self) -> &'static [&'static str] {
-        sources()
     }
     fn expand(&self, input: &ExpandInput) -> Result<Vec<Expanded>, String> {
         let [data] = input.deps.as_slice() else {
@@ -346,9 +311,6 @@ macro_rules! chain_kind {
             }
             fn params(&self) -> &'static [ParamDecl] {
                 PARAMS.as_slice()
-            }
-            fn sources(&self) -> &'static [&'static str] {
-                sources()
             }
             fn run(&self, ctx: &StageContext) -> anyhow::Result<()> {
                 run_chain_stage(ctx, $step)
@@ -532,9 +494,6 @@ impl StageKind for Augment {
     fn params(&self) -> &'static [ParamDecl] {
         AUGMENT_PARAMS
     }
-    fn sources(&self) -> &'static [&'static str] {
-        sources()
-    }
     fn run(&self, sc: &StageContext) -> anyhow::Result<()> {
         let p = |k: &str| sc.params.get(k).cloned().unwrap_or(Value::Null);
         let n = |k: &str| p(k).as_u64().filter(|n| *n > 0).map(|n| n as usize);
@@ -594,9 +553,6 @@ impl StageKind for Evaluate {
     }
     fn params(&self) -> &'static [ParamDecl] {
         PARAMS.as_slice()
-    }
-    fn sources(&self) -> &'static [&'static str] {
-        sources()
     }
     fn run(&self, sc: &StageContext) -> anyhow::Result<()> {
         let l = load(sc)?;

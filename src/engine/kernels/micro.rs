@@ -588,29 +588,15 @@ impl Tile<'_> {
     }
 }
 
-/// Whether the AVX2 + FMA kernel runs on this CPU (and is not switched off for a test).
+/// Whether the AVX2 + FMA kernel runs on this thread (the CPU has it and the path selects it).
 pub(crate) fn fma_available() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        !PORTABLE.with(std::cell::Cell::get)
-            && std::arch::is_x86_feature_detected!("avx2")
-            && std::arch::is_x86_feature_detected!("fma")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    false
-}
-
-thread_local! {
-    static PORTABLE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    super::select::current() == super::KernelPath::Avx2Fma
 }
 
 /// Runs `f` with the portable kernel on this thread (tests compare both).
 #[cfg(test)]
 pub fn with_portable_kernel<R>(f: impl FnOnce() -> R) -> R {
-    let before = PORTABLE.with(|c| c.replace(true));
-    let r = f();
-    PORTABLE.with(|c| c.set(before));
-    r
+    super::with_path(super::KernelPath::Portable, f)
 }
 
 #[cfg(test)]

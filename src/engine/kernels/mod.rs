@@ -7,7 +7,7 @@
 //! The network code stays plain burn: it calls [`conv2d`], [`batch_norm`],
 //! [`batch_norm_add_relu`] and [`sum_of_squares`] (the optimiser, [`rmsprop_step`]), which run the
 //! kernels when the tensors live on the CPU backend (plain or autodiff) and fall back to burn's
-//! own ops on any other backend (the GPU path is untouched) or when `INCRPIPE_REFERENCE_OPS=1`.
+//! own ops on any other backend (the GPU path is untouched) or when `INCRPIPE_KERNELS=reference`.
 //! The backend is recognised by a checked downcast of the tensor value, so no generic bound
 //! has to be threaded through the model.
 //!
@@ -24,6 +24,9 @@ mod micro;
 mod pixels;
 pub mod profile;
 pub mod rmsprop;
+pub mod select;
+
+pub use select::{KernelPath, with_path};
 
 use burn::module::Param;
 use burn::nn::BatchNorm;
@@ -32,37 +35,15 @@ use burn::nn::PaddingConfig2d;
 use burn::nn::conv::Conv2d;
 use burn::prelude::*;
 use std::any::Any;
-use std::cell::Cell;
 
-/// Whether the kernels may replace burn's ops (`INCRPIPE_REFERENCE_OPS=1` switches them off,
-/// for A/B benchmarks and the reference side of tests).
+/// Whether the kernels may replace burn's ops on this thread (not on the `reference` path).
 pub fn enabled() -> bool {
-    !crate::engine::backend::reference_ops() && !FORCE_REFERENCE.with(Cell::get)
+    select::current() != KernelPath::Reference
 }
 
-/// The kernel path the CPU backend takes in this process and thread: `avx2+fma` (the
-/// micro-kernel), `portable` (no FMA: other bits) or `reference` (burn's own ops).
-pub fn path() -> &'static str {
-    if !enabled() {
-        "reference"
-    } else if micro::fma_available() {
-        "avx2+fma"
-    } else {
-        "portable"
-    }
-}
-
-thread_local! {
-    static FORCE_REFERENCE: Cell<bool> = const { Cell::new(false) };
-}
-
-/// Runs `f` with burn's reference ops on this thread (for side-by-side comparisons in one
-/// process; `INCRPIPE_REFERENCE_OPS` is read once per process).
-pub fn with_reference_ops<R>(f: impl FnOnce() -> R) -> R {
-    let before = FORCE_REFERENCE.with(|c| c.replace(true));
-    let r = f();
-    FORCE_REFERENCE.with(|c| c.set(before));
-    r
+/// The kernel path the CPU backend takes in this process and thread.
+pub fn path() -> KernelPath {
+    select::current()
 }
 
 /// `value` as a `U` when `T` is `U`, otherwise `value` back. Safe, allocation-free downcast.
