@@ -18,12 +18,9 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// Rust bindings do not name it).
 const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 
-/// Never hand freed memory back to the kernel. By default mimalloc purges (decommits) free
-/// pages after a delay, and a training step's buffers then came back as ~4,400 page faults
-/// and zeroed pages per ResNet-20 step (batch 128); kept, they are reused with none, the peak
-/// memory is the same (it is set by the largest step), and the fastest step was 4.9 % faster
-/// in 6 alternated rounds (docs/performance.md, step O, has the commands). tests/bench_cli.rs
-/// checks that extra steps fault no pages.
+/// Never hand freed memory back to the kernel: a training step's buffers would come back as
+/// page faults on every step; kept, they are reused at no cost to peak memory (measurements:
+/// docs/performance.md, step O; tests/bench_cli.rs checks that extra steps fault no pages).
 fn keep_freed_memory() {
     // SAFETY: called first in `main`, before any other thread exists (the option setter is
     // not thread-safe); it only stores a number that the allocator reads when it purges.

@@ -7,6 +7,13 @@ use incrpipe::engine::data::{
 };
 use std::path::Path;
 
+/// CIFAR-10 for the tests: `$INCRPIPE_CIFAR10`, else the copy beside this repository.
+fn cifar_dir() -> std::path::PathBuf {
+    data::cifar_dir_from_env().unwrap_or_else(|| {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/cifar-10-batches-bin")
+    })
+}
+
 fn fake_file(records: usize, label: impl Fn(usize) -> u8) -> Vec<u8> {
     let mut v = Vec::with_capacity(records * RECORD_BYTES);
     for r in 0..records {
@@ -84,7 +91,7 @@ fn stratified_split_is_seeded_and_stratified() {
 
 #[test]
 fn real_cifar10_loads_and_splits() {
-    let dir = data::default_cifar_dir();
+    let dir = cifar_dir();
     let cfg = DataConfig {
         train_per_class: Some(100),
         val_per_class: Some(20),

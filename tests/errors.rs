@@ -180,3 +180,28 @@ fn a_bad_kernel_path_stops_every_command_before_it_runs() {
         .unwrap();
     assert_eq!(ws.runs(), ["a"]);
 }
+
+/// No data path is compiled in: `train` without `--data` or `$INCRPIPE_CIFAR10` says so.
+#[test]
+fn train_without_data_names_both_ways_to_give_it() {
+    let ws = common::Ws::new();
+    let o = ws
+        .command(&[
+            "train",
+            "--net",
+            "resnet8-w4",
+            "--method",
+            "baseline",
+            "--out",
+            "o",
+        ])
+        .env_remove("INCRPIPE_CIFAR10")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{err}");
+    assert!(
+        err.contains("no CIFAR-10 directory: pass --data DIR") && err.contains("INCRPIPE_CIFAR10"),
+        "{err}"
+    );
+}

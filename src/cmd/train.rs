@@ -4,7 +4,7 @@ use anyhow::Context;
 use burn::module::AutodiffModule;
 use burn::tensor::backend::AutodiffBackend;
 use incrpipe::engine::backend::{self, Device, WithBackend};
-use incrpipe::engine::data::{Cifar10, default_cifar_dir};
+use incrpipe::engine::data::{CIFAR_ENV, Cifar10, cifar_dir_from_env};
 use incrpipe::engine::observe;
 use incrpipe::engine::outcome::{self, RunOutcome};
 use incrpipe::engine::settings::{Built, RunSettings};
@@ -56,7 +56,7 @@ pub struct TrainArgs {
     pub partition: Option<String>,
     #[arg(long)]
     pub no_augment: bool,
-    /// CIFAR-10 binary directory (default: $INCRPIPE_CIFAR10 or ../shared/data/cifar-10-batches-bin).
+    /// CIFAR-10 binary directory (default: $INCRPIPE_CIFAR10).
     #[arg(long)]
     pub data: Option<PathBuf>,
     /// Output directory: metrics.csv, result.json, ckpt/.
@@ -146,7 +146,11 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         data: dcfg,
         train: cfg,
     } = settings.build()?;
-    let dir = args.data.clone().unwrap_or_else(default_cifar_dir);
+    let Some(dir) = args.data.clone().or_else(cifar_dir_from_env) else {
+        anyhow::bail!(
+            "no CIFAR-10 directory: pass --data DIR (the binary version's data_batch_*.bin) or set {CIFAR_ENV}"
+        );
+    };
     let data = Cifar10::load(&dir, &dcfg).with_context(|| format!("loading {}", dir.display()))?;
     std::fs::create_dir_all(&args.out)?;
     let ckpt = args.out.join("ckpt");

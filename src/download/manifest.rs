@@ -1,8 +1,8 @@
 //! What a correct CIFAR-10 (binary version) looks like: the six data files with their
 //! sizes and checksums, embedded so that verification needs nothing from the network.
 //!
-//! Source: /work/shared/data/cifar-10-batches-bin/SOURCE.md. The MD5s equal the published
-//! MD5s of the files inside the official `cifar-10-binary.tar.gz`.
+//! The MD5s equal the published MD5s of the files inside the official
+//! `cifar-10-binary.tar.gz`; the SHA-256s were computed from those files.
 
 use std::fs::File;
 use std::path::Path;

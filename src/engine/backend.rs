@@ -1,7 +1,7 @@
 //! The one place where backends are chosen.
 //!
-//! CPU: burn's `Flex` backend (pure Rust; measured as fast as candle for training on this
-//! machine and the quickest to build, see shared/notes/burn-facts.md). GPU: `Cuda`, only with
+//! CPU: burn's `Flex` backend (pure Rust; as fast as candle for training and the quickest
+//! to build, docs/performance.md). GPU: `Cuda`, only with
 //! the `cuda` cargo feature. Training code is generic over `B: AutodiffBackend`.
 
 use crate::engine::error::{EngineError, Result};

@@ -89,13 +89,15 @@ pub fn parse_batch(path: &Path, bytes: &[u8]) -> Result<ImageSet> {
     Ok(set)
 }
 
-/// Directory of the binary CIFAR-10 files: `$INCRPIPE_CIFAR10` when set, else
-/// `<crate>/../shared/data/cifar-10-batches-bin`.
-pub fn default_cifar_dir() -> PathBuf {
-    match std::env::var_os("INCRPIPE_CIFAR10") {
-        Some(p) => PathBuf::from(p),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/cifar-10-batches-bin"),
-    }
+/// The variable that names a directory of the binary CIFAR-10 files.
+pub const CIFAR_ENV: &str = "INCRPIPE_CIFAR10";
+
+/// The CIFAR-10 directory `$INCRPIPE_CIFAR10` names, if set. There is no built-in default:
+/// a pipeline names its data (`download-cifar`), a command takes `--data`.
+pub fn cifar_dir_from_env() -> Option<PathBuf> {
+    std::env::var_os(CIFAR_ENV)
+        .filter(|p| !p.is_empty())
+        .map(PathBuf::from)
 }
 
 /// The 50,000 training images (data_batch_1..5) and the 10,000 test images.
