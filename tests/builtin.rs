@@ -4,21 +4,12 @@ mod common;
 
 use common::Ws;
 
-fn cifar_dir() -> String {
-    std::env::var("INCRPIPE_CIFAR10").unwrap_or_else(|_| {
-        format!(
-            "{}/../shared/data/cifar-10-batches-bin",
-            env!("CARGO_MANIFEST_DIR")
-        )
-    })
-}
-
 #[test]
 fn download_cifar_from_a_local_mirror_is_cached() {
     let ws = Ws::new();
     ws.pipeline(&format!(
         "[pipeline]\nname = \"d\"\n[stages.data]\nkind = \"download-cifar\"\nparams = {{ mirror = \"{}\" }}\nouts = [\"data/cifar10\"]\n",
-        cifar_dir()
+        common::cifar_dir_str()
     ));
     ws.run(&["run", "p.toml"]).ok();
     for f in ["data_batch_1.bin", "data_batch_5.bin", "test_batch.bin"] {

@@ -1,18 +1,13 @@
 //! CIFAR-10 reading, validation, split, subsets and augmentation.
 
+mod common;
+
 use incrpipe::engine::EngineError;
 use incrpipe::engine::augment::{self, MAX_SHIFT, Transform};
 use incrpipe::engine::data::{
     self, Cifar10, DataConfig, IMAGE_BYTES, ImageSet, Normalization, RECORD_BYTES,
 };
 use std::path::Path;
-
-/// CIFAR-10 for the tests: `$INCRPIPE_CIFAR10`, else the copy beside this repository.
-fn cifar_dir() -> std::path::PathBuf {
-    data::cifar_dir_from_env().unwrap_or_else(|| {
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/cifar-10-batches-bin")
-    })
-}
 
 fn fake_file(records: usize, label: impl Fn(usize) -> u8) -> Vec<u8> {
     let mut v = Vec::with_capacity(records * RECORD_BYTES);
@@ -91,7 +86,7 @@ fn stratified_split_is_seeded_and_stratified() {
 
 #[test]
 fn real_cifar10_loads_and_splits() {
-    let dir = cifar_dir();
+    let dir = common::cifar_dir();
     let cfg = DataConfig {
         train_per_class: Some(100),
         val_per_class: Some(20),

@@ -1,6 +1,8 @@
 //! Training: determinism, chained phases == whole run, checkpoint/resume, look-ahead freezing,
 //! and a small run on real CIFAR-10 that must learn.
 
+mod common;
+
 use burn::module::{AutodiffModule, ModuleVisitor, Param};
 use burn::prelude::*;
 use burn::tensor::TensorData;
@@ -17,16 +19,10 @@ use std::sync::OnceLock;
 
 type AB = CpuTrainBackend;
 
-/// CIFAR-10 for the tests: `$INCRPIPE_CIFAR10`, else the copy beside this repository.
-fn cifar_dir() -> std::path::PathBuf {
-    data::cifar_dir_from_env().unwrap_or_else(|| {
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/cifar-10-batches-bin")
-    })
-}
-
 fn cifar(train: usize, val: usize, test: usize) -> Cifar10 {
     static ALL: OnceLock<(data::ImageSet, data::ImageSet)> = OnceLock::new();
-    let (all, test_set) = ALL.get_or_init(|| data::load_cifar10(&cifar_dir()).expect("CIFAR-10"));
+    let (all, test_set) =
+        ALL.get_or_init(|| data::load_cifar10(&common::cifar_dir()).expect("CIFAR-10"));
     let cfg = DataConfig {
         train_per_class: Some(train),
         val_per_class: Some(val),

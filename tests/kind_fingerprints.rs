@@ -39,15 +39,6 @@ const UPDATE: &str = "INCRPIPE_UPDATE_FINGERPRINTS";
 const TRAINING: &[&str] = &["train", "train-stage", "look-ahead"];
 const INFERENCE: &[&str] = &["train", "train-stage", "look-ahead", "evaluate"];
 
-fn cifar_dir() -> String {
-    std::env::var("INCRPIPE_CIFAR10").unwrap_or_else(|_| {
-        format!(
-            "{}/../shared/data/cifar-10-batches-bin",
-            env!("CARGO_MANIFEST_DIR")
-        )
-    })
-}
-
 /// One case on one kernel path: the kinds it guards (with their versions now), a hash of its
 /// inputs (`-` when fixed by the test) and of its result.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -255,7 +246,7 @@ kind = "report"
 deps = ["runs"]
 outs = ["results"]
 "#,
-        cifar_dir()
+        common::cifar_dir_str()
     )
 }
 
@@ -351,16 +342,22 @@ fn files_under(root: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// Every run's `result.json` under the workspace's `runs/`.
+fn run_results(ws: &Path) -> Vec<serde_json::Value> {
+    files_under(&ws.join("runs"))
+        .into_iter()
+        .filter(|f| f.file_name().is_some_and(|n| n == "result.json"))
+        .map(|f| serde_json::from_slice(&std::fs::read(&f).unwrap()).unwrap())
+        .collect()
+}
+
 /// Every provenance value of the runs that the report may print (hosts, stage keys).
-fn masked_values(ws: &Path) -> Vec<String> {
+fn masked_values(results: &[serde_json::Value]) -> Vec<String> {
     let mut m = BTreeSet::new();
-    for f in files_under(&ws.join("runs")) {
-        if f.file_name().is_some_and(|n| n == "result.json") {
-            let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&f).unwrap()).unwrap();
-            for k in ["hosts", "stage_key", "git_commit"] {
-                if let Some(s) = v["provenance"][k].as_str() {
-                    m.insert(s.to_string());
-                }
+    for v in results {
+        for k in ["hosts", "stage_key", "git_commit"] {
+            if let Some(s) = v["provenance"][k].as_str() {
+                m.insert(s.to_string());
             }
         }
     }
@@ -385,7 +382,8 @@ fn pipeline_lines(path: KernelPath) -> (Vec<Line>, BTreeSet<String>) {
     let reg = Registry::builtin();
     let p = spec::load(&ws.path().join("p.toml"), &reg).unwrap();
     let dag = Dag::build(&p, ws.path(), true).unwrap();
-    let masked = masked_values(ws.path());
+    let results = run_results(ws.path());
+    let masked = masked_values(&results);
     let mut out_hash: Vec<String> = vec![String::new(); dag.nodes.len()];
     let mut lines = Vec::new();
     for &i in &dag.order {
@@ -423,15 +421,11 @@ fn pipeline_lines(path: KernelPath) -> (Vec<Line>, BTreeSet<String>) {
             output: out_hash[i].clone(),
         });
     }
-    let mut stops = BTreeSet::new();
-    for f in files_under(&ws.path().join("runs")) {
-        if f.file_name().is_some_and(|n| n == "result.json") {
-            let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&f).unwrap()).unwrap();
-            for ph in v["phases"].as_array().unwrap() {
-                stops.insert(ph["stop"].as_str().unwrap().to_string());
-            }
-        }
-    }
+    let stops = results
+        .iter()
+        .flat_map(|v| v["phases"].as_array().unwrap())
+        .map(|ph| ph["stop"].as_str().unwrap().to_string())
+        .collect();
     (lines, stops)
 }
 
@@ -455,7 +449,7 @@ fn child_lines(path: KernelPath) -> Vec<Line> {
             "--test-threads=1",
         ])
         .env("INCRPIPE_KERNELS", path.name())
-        .env("INCRPIPE_CIFAR10", cifar_dir())
+        .env("INCRPIPE_CIFAR10", common::cifar_dir_str())
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&o.stdout);

@@ -5,15 +5,6 @@ mod common;
 
 use common::{Ws, kind_label};
 
-fn cifar_dir() -> String {
-    std::env::var("INCRPIPE_CIFAR10").unwrap_or_else(|_| {
-        format!(
-            "{}/../shared/data/cifar-10-batches-bin",
-            env!("CARGO_MANIFEST_DIR")
-        )
-    })
-}
-
 /// A tiny but real configuration: narrow ResNet-8, a few images, short phases.
 const SETTINGS: &[(&str, &str)] = &[
     ("net", "\"resnet8-w4\""),
@@ -30,7 +21,7 @@ const SETTINGS: &[(&str, &str)] = &[
 fn pipeline(methods: &str, lookahead_epochs: u32) -> String {
     let mut p = format!(
         "[pipeline]\nname = \"t2\"\n[params]\nmirror = \"{}\"\nlookahead_epochs = {lookahead_epochs}\n",
-        cifar_dir()
+        common::cifar_dir_str()
     );
     for (k, v) in SETTINGS {
         p.push_str(&format!("{k} = {v}\n"));
@@ -100,7 +91,7 @@ fn chain_equals_single_process_train_and_shares_stage_one() {
                 "--lookahead-epochs",
                 "1",
                 "--data",
-                &cifar_dir(),
+                &common::cifar_dir_str(),
                 "--out",
                 out.to_str().unwrap(),
             ])

@@ -127,6 +127,18 @@ impl Ws {
     }
 }
 
+/// CIFAR-10 for the tests: `$INCRPIPE_CIFAR10`, else the copy beside this repository.
+pub fn cifar_dir() -> PathBuf {
+    incrpipe::engine::data::cifar_dir_from_env().unwrap_or_else(|| {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/cifar-10-batches-bin")
+    })
+}
+
+/// [`cifar_dir`] as text, for pipeline files and command lines.
+pub fn cifar_dir_str() -> String {
+    cifar_dir().to_string_lossy().into_owned()
+}
+
 pub fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_incrpipe"))
 }
