@@ -67,10 +67,34 @@ pub struct Manifest {
 }
 
 impl Manifest {
-    pub fn key(&self) -> String {
+    pub fn key(&self) -> Key {
         // serde_json writes BTreeMaps in key order: the form is canonical.
         let bytes = serde_json::to_vec(self).expect("manifest serialises");
-        blake3::hash(&bytes).to_hex().to_string()
+        Key(blake3::hash(&bytes).to_hex().to_string())
+    }
+}
+
+/// A stage's cache key: the hash of its [`Manifest`], 64 hex digits.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Key(String);
+
+impl Key {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for Key {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for Key {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
     }
 }
 

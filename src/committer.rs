@@ -1,11 +1,11 @@
 //! Committing finished stages to the cache on a background thread.
 //!
-//! An entry is published only once its files and directory are fsynced (four
-//! fsyncs, 0.3-0.5 ms each on the test machine), but the scheduler need not wait
-//! for that: dependants are keyed by the hashes of the outs, which the scheduler
-//! takes from the workspace itself ([`crate::cache::hash_outs`]). The committer
-//! then copies the outs into the entry, checks that the copies hash the same,
-//! fsyncs and renames ([`Cache::commit`]), while the next stage runs.
+//! An entry is published only once its files and directory are fsynced. The
+//! committer copies the outs into the entry, checks that the copies hash the
+//! same, fsyncs and renames ([`Cache::commit`]) while the scheduler goes on with
+//! other stages; it reports each commit's result, and a stage's dependants start
+//! only once its entry is in the cache (a full disk must not leave them running
+//! on outs the cache never got).
 //!
 //! A runner killed before a commit loses only that entry, never trusts a wrong
 //! one: the stage reruns next time, and early cut-off keeps its dependants cached.
@@ -33,14 +33,17 @@ pub enum Source {
 
 pub struct Committer {
     jobs: Option<mpsc::Sender<Job>>,
-    failures: mpsc::Receiver<(usize, CacheError)>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl Committer {
-    pub fn start(cache: Cache, workspace: PathBuf) -> Committer {
+    /// `done` is called on the committer's thread with each job's stage and result, in order.
+    pub fn start(
+        cache: Cache,
+        workspace: PathBuf,
+        mut done: impl FnMut(usize, Result<(), CacheError>) + Send + 'static,
+    ) -> Committer {
         let (jobs, inbox) = mpsc::channel::<Job>();
-        let (report, failures) = mpsc::channel();
         let thread = std::thread::spawn(move || {
             for job in inbox {
                 // The stage's `state/last` record (read by `status`) follows its entry (and is off the
@@ -52,17 +55,14 @@ impl Committer {
                         let _ = std::fs::copy(log, tmp.join("log"));
                     }),
                 };
-                if let Err(e) = tmp
+                let result = tmp
                     .and_then(|tmp| cache.commit(&tmp, m, &workspace))
-                    .and_then(|()| cache.record_last(&m.stage, &m.key, &m.manifest))
-                {
-                    let _ = report.send((job.stage, e));
-                }
+                    .and_then(|()| cache.record_last(&m.stage, &m.key, &m.manifest));
+                done(job.stage, result);
             }
         });
         Committer {
             jobs: Some(jobs),
-            failures,
             thread: Some(thread),
         }
     }
@@ -75,18 +75,12 @@ impl Committer {
             .expect("the committer thread lives until finish");
     }
 
-    /// Commits that failed since the last call, without waiting.
-    pub fn failures(&self) -> Vec<(usize, CacheError)> {
-        self.failures.try_iter().collect()
-    }
-
-    /// Waits until every submitted entry is committed; returns the failures not yet taken.
-    pub fn finish(&mut self) -> Vec<(usize, CacheError)> {
+    /// Waits until every submitted entry is committed.
+    pub fn finish(&mut self) {
         drop(self.jobs.take());
         if let Some(t) = self.thread.take() {
             t.join().expect("the committer thread does not panic");
         }
-        self.failures()
     }
 }
 

@@ -56,7 +56,7 @@ pub fn status(dag: &Dag, cache: &Cache, workspace: &Path) -> Vec<StageStatus> {
                     verdict: Verdict::Run(vec![e]),
                 },
                 Ok(m) => {
-                    let key = m.key();
+                    let key = m.key().to_string();
                     match cache.lookup(&key) {
                         Some(meta) => {
                             let stale = keys::stale_outs(&meta, workspace, &mut stats);

@@ -559,6 +559,87 @@ impl Drop for Immutable {
     }
 }
 
+/// A small tmpfs, mounted for the test's life. CI runs as root; elsewhere the
+/// test fails and says why (it is never skipped).
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn new(dir: std::path::PathBuf, size: &str) -> Tmpfs {
+        std::fs::create_dir_all(&dir).unwrap();
+        let o = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&dir)
+            .output()
+            .expect("mount runs");
+        assert!(
+            o.status.success(),
+            "mount -t tmpfs {} failed (this test needs root, as in CI): {}",
+            dir.display(),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        Tmpfs(dir)
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+#[test]
+fn a_full_cache_fails_the_stage_and_nothing_runs_on_its_outs() {
+    let ws = Ws::new();
+    let cache = Tmpfs::new(ws.path().join("small-cache"), "1m");
+    ws.pipeline(
+        r#"
+[pipeline]
+name = "full"
+[stages.big]
+cmd = "echo big >> runs.log; head -c 3000000 /dev/zero > big.bin"
+outs = ["big.bin"]
+[stages.after]
+cmd = "echo after >> runs.log; wc -c < big.bin > after.txt"
+deps = ["big.bin"]
+outs = ["after.txt"]
+"#,
+    );
+    let cache_dir = cache.0.to_str().unwrap();
+    let o = ws.run(&["--cache-dir", cache_dir, "run", "p.toml", "-j", "2"]);
+    o.code(1)
+        .stderr_has("stage `big` ran, but could not be committed to the cache at")
+        .stderr_has(cache_dir)
+        .stderr_has("the cache's filesystem is full")
+        .stderr_has("free space there or choose another cache");
+    assert_eq!(
+        ws.runs(),
+        ["big"],
+        "`after` must not run on an out the cache never got"
+    );
+    assert!(!ws.exists("after.txt"));
+    // The counter never passes its total, and each stage ends once.
+    for l in o.stderr.lines().filter(|l| l.starts_with('[')) {
+        let (n, total) = l[1..l.find(']').unwrap()].split_once('/').unwrap();
+        let (n, total): (usize, usize) = (n.parse().unwrap(), total.parse().unwrap());
+        assert!(n <= total, "counter past its total: {l}\n{}", o.stderr);
+    }
+    // The stage's work is not lost: its out is whole in the workspace.
+    assert_eq!(
+        std::fs::metadata(ws.path().join("big.bin")).unwrap().len(),
+        3_000_000
+    );
+    // With room, the same pipeline runs through.
+    drop(cache);
+    ws.clear_runs();
+    let o = ws.run(&["run", "p.toml"]);
+    o.ok();
+    assert_eq!(ws.runs(), ["big", "after"]);
+    assert_eq!(ws.read("after.txt"), "3000000\n");
+}
+
 #[test]
 fn an_entry_that_cannot_be_committed_fails_its_stage_and_is_not_trusted() {
     // Entries are committed on a background thread after the stage ends: a

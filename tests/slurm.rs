@@ -390,6 +390,72 @@ outs = ["out-next"]
     assert_eq!(ws.read("out-next"), "done\n");
 }
 
+/// Makes the workspace's `sbatch` wait after the real one returned, for as long
+/// as the file `hold-sbatch` exists: the runner is then between sbatch and
+/// writing the job's record.
+fn hold_sbatch(ws: &Ws) {
+    let real = which("sbatch");
+    let w = ws.path().display();
+    ws.file(
+        "bin/sbatch",
+        &format!(
+            "#!/bin/sh\necho \"$@\" >> {w}/sbatch-calls\nout=$({} \"$@\"); rc=$?\necho \"$out\"\n\
+             while [ -e {w}/hold-sbatch ]; do touch {w}/sbatch-held; sleep 0.1; done\nexit $rc\n",
+            real.display()
+        ),
+    );
+    ws.file("hold-sbatch", "");
+}
+
+#[test]
+fn a_runner_killed_between_sbatch_and_the_job_record_adopts_the_job() {
+    let _c = cluster();
+    // The job still running at the rerun (found by the key in its comment), and
+    // the job already ended (found by its status file).
+    for job_ended in [false, true] {
+        let ws = ws();
+        hold_sbatch(&ws);
+        ws.pipeline(
+            r#"
+[pipeline]
+name = "window"
+[stages.long]
+cmd = "echo long >> runs.log; sleep 3; echo done > out-long"
+outs = ["out-long"]
+"#,
+        );
+        let mut runner = spawn(&ws);
+        wait_for("sbatch to return", Duration::from_secs(20), || {
+            ws.exists("sbatch-held")
+        });
+        runner.kill().unwrap(); // SIGKILL inside the window
+        runner.wait().unwrap();
+        std::fs::remove_file(ws.path().join("hold-sbatch")).unwrap();
+        let cache = ws.path().join("cache");
+        assert!(recorded_jobs(&cache).is_empty(), "killed before the record");
+        if job_ended {
+            wait_for("the job to end", Duration::from_secs(30), || {
+                ws.exists("out-long")
+                    && std::fs::read_dir(cache.join("state/jobs"))
+                        .unwrap()
+                        .flatten()
+                        .any(|e| e.file_name().to_string_lossy().ends_with(".status"))
+            });
+        }
+        let o = run(&ws, &[]);
+        o.ok().stderr_has("following Slurm job");
+        assert_eq!(
+            ws.runs(),
+            ["long"],
+            "the stage ran once (job ended: {job_ended})"
+        );
+        assert_eq!(sbatch_calls(&ws), 1, "nothing was submitted again");
+        assert_eq!(ws.read("out-long"), "done\n");
+        run(&ws, &[]).ok();
+        assert_eq!(sbatch_calls(&ws), 1, "and the rerun finds it cached");
+    }
+}
+
 #[test]
 fn a_job_stopped_by_slurm_is_resubmitted_and_resumes_from_its_checkpoint() {
     let _c = cluster();

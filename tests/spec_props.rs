@@ -109,7 +109,7 @@ fn keys_by_name(text: &str) -> BTreeMap<String, String> {
             &mut stats,
         )
         .expect("deps come from upstream");
-        let key = m.key();
+        let key = m.key().to_string();
         let outs = m
             .outs
             .iter()

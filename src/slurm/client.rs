@@ -40,10 +40,20 @@ pub struct JobResources {
     pub mem: Option<String>,
 }
 
+/// What names a stage's job in Slurm: its stage in the job name, its key in
+/// the comment (how [`tagged_jobs`] finds a job that has no record).
+pub struct JobLabel<'a> {
+    pub stage: &'a str,
+    pub key: &'a str,
+}
+
+/// The comment of a stage's job: a fixed prefix and the stage key.
+const TAG: &str = "incrpipe-key=";
+
 /// The sbatch command line for one stage's job.
 pub fn sbatch_args(
     opts: &SlurmOptions,
-    name: &str,
+    label: &JobLabel,
     res: &JobResources,
     log: &Path,
     workspace: &Path,
@@ -51,7 +61,8 @@ pub fn sbatch_args(
 ) -> Vec<String> {
     let mut a = vec![
         "--parsable".to_string(),
-        format!("--job-name=incrpipe:{name}"),
+        format!("--job-name=incrpipe:{}", label.stage),
+        format!("--comment={TAG}{}", label.key),
         format!("--output={}", log.display()),
         format!("--chdir={}", workspace.display()),
         // The script sets the environment itself (see script.rs).
@@ -174,6 +185,45 @@ pub fn states(jobs: &[String]) -> Option<BTreeMap<String, String>> {
     )
 }
 
+/// This user's jobs that Slurm still knows (finished ones too) and that carry
+/// a stage key in their comment: key -> (job id, state). `None`: squeue failed.
+pub fn tagged_jobs() -> Option<BTreeMap<String, (String, String)>> {
+    let out =
+        run_limited(Command::new("squeue").args(["-h", "--me", "--states=all", "-o", "%i|%T|%k"]))
+            .ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    Some(parse_tagged(&String::from_utf8_lossy(&out.stdout)))
+}
+
+fn parse_tagged(text: &str) -> BTreeMap<String, (String, String)> {
+    let mut jobs = BTreeMap::new();
+    for l in text.lines() {
+        let mut f = l.trim().splitn(3, '|');
+        let (Some(id), Some(st), Some(comment)) = (f.next(), f.next(), f.next()) else {
+            continue;
+        };
+        if let Some(key) = comment.trim().strip_prefix(TAG) {
+            // Of several jobs of one key (resubmissions), the newest wins.
+            let newer = jobs
+                .get(key)
+                .is_none_or(|(old, _): &(String, String)| job_order(id) > job_order(old));
+            if newer {
+                jobs.insert(key.to_string(), (id.to_string(), st.to_string()));
+            }
+        }
+    }
+    jobs
+}
+
+fn job_order(id: &str) -> u64 {
+    id.split('_')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
 /// Whether Slurm answers (`sinfo`), for a clear error before submitting anything.
 pub fn reachable() -> Result<(), String> {
     match run_limited(Command::new("sinfo").args(["-h", "-o", "%P"])) {
@@ -227,7 +277,10 @@ mod tests {
         };
         let a = sbatch_args(
             &opts,
-            "train",
+            &JobLabel {
+                stage: "train",
+                key: "k1",
+            },
             &res,
             Path::new("/c/l.log"),
             Path::new("/w"),
@@ -242,10 +295,27 @@ mod tests {
             "--account=lab",
             "--qos=long",
             "--output=/c/l.log",
+            "--job-name=incrpipe:train",
+            "--comment=incrpipe-key=k1",
         ] {
             assert!(a.contains(&want.to_string()), "{want} missing from {a:?}");
         }
         assert_eq!(a.last().unwrap(), "/c/j.sh");
+    }
+
+    #[test]
+    fn jobs_are_found_by_the_key_in_their_comment() {
+        let m = parse_tagged(
+            "12|RUNNING|incrpipe-key=aa\n13|PENDING|someone else's job\n9|COMPLETED|incrpipe-key=bb\n\
+             10|TIMEOUT|incrpipe-key=aa\n",
+        );
+        assert_eq!(m.len(), 2, "{m:?}");
+        assert_eq!(
+            m["aa"],
+            ("12".to_string(), "RUNNING".to_string()),
+            "the newest job of a key"
+        );
+        assert_eq!(m["bb"].0, "9");
     }
 
     #[test]

@@ -75,6 +75,12 @@ impl JobFiles {
             .filter(|s| s.job == job)
     }
 
+    /// The status of whichever job of `key` ended last and wrote one.
+    pub fn read_any_status(&self, key: &str) -> Option<JobStatus> {
+        let bytes = std::fs::read(self.status_path(key)).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
     /// Forgets the job of `key` (it ended, or was cancelled): record, status, script.
     pub fn forget(&self, key: &str) {
         let _ = std::fs::remove_file(self.record_path(key));

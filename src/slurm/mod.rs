@@ -1,5 +1,5 @@
-//! The Slurm executor: each stage that must run becomes one batch job. The
-//! runner submits a stage when it becomes ready (no Slurm dependencies, so
+//! Slurm's side of the Slurm executor ([`crate::run`]): each stage that must
+//! run becomes one batch job. The runner submits a stage when it becomes ready (no Slurm dependencies, so
 //! early cut-off and commit-after-success work as locally), follows the job
 //! through the status file it writes into the cache, and commits outputs
 //! itself. The cache, the workspace and the incrpipe binary must therefore be
