@@ -199,7 +199,7 @@ fn main() -> ExitCode {
         .cache_dir
         .clone()
         .unwrap_or_else(|| workspace.join("cache"));
-    let registry = Registry::builtin();
+    let registry = incrpipe::stages::registry();
     match cli.command {
         Cmd::Run {
             file,

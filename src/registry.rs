@@ -91,15 +91,6 @@ impl Registry {
         Registry::default()
     }
 
-    /// Every kind shipped with incrpipe.
-    pub fn builtin() -> Self {
-        let mut r = Registry::empty();
-        for k in crate::stages::all() {
-            r.register(k);
-        }
-        r
-    }
-
     pub fn register(&mut self, kind: Box<dyn StageKind>) {
         self.kinds.insert(kind.name(), kind);
     }

@@ -4,13 +4,12 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use incrpipe::registry::Registry;
 use incrpipe::spec::{self, Action};
 
 #[test]
 fn every_shipped_pipeline_gives_all_methods_one_budget() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines");
-    let reg = Registry::builtin();
+    let reg = incrpipe::stages::registry();
     let mut checked = Vec::new();
     for entry in std::fs::read_dir(&root).unwrap() {
         let path = entry.unwrap().path();

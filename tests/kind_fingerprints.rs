@@ -379,7 +379,7 @@ fn pipeline_lines(path: KernelPath) -> (Vec<Line>, BTreeSet<String>) {
         String::from_utf8_lossy(&o.stdout),
         String::from_utf8_lossy(&o.stderr)
     );
-    let reg = Registry::builtin();
+    let reg = incrpipe::stages::registry();
     let p = spec::load(&ws.path().join("p.toml"), &reg).unwrap();
     let dag = Dag::build(&p, ws.path(), true).unwrap();
     let results = run_results(ws.path());
@@ -458,7 +458,7 @@ fn child_lines(path: KernelPath) -> Vec<Line> {
         "the fingerprint child failed on {path}\n{stdout}\n{}",
         String::from_utf8_lossy(&o.stderr)
     );
-    let reg = Registry::builtin();
+    let reg = incrpipe::stages::registry();
     let lines: Vec<Line> = stdout
         .lines()
         .filter_map(|l| l.strip_prefix("FINGERPRINT "))

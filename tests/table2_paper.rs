@@ -7,7 +7,6 @@ use std::path::Path;
 
 use common::{Ws, kind_label};
 use incrpipe::dag::Dag;
-use incrpipe::registry::Registry;
 use incrpipe::spec::{self, Action};
 use serde_json::json;
 
@@ -24,7 +23,7 @@ fn dag_has_every_network_and_method_with_the_papers_growth_phases() {
     let p = spec::parse(
         Path::new("table2.toml"),
         pipeline().into_bytes(),
-        &Registry::builtin(),
+        &incrpipe::stages::registry(),
     )
     .unwrap();
     let dag = Dag::build(&p, Path::new("/ws"), false).unwrap();

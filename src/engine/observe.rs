@@ -4,7 +4,7 @@
 
 use std::sync::{Arc, RwLock};
 
-use super::train::{EpochRecord, PhaseKind};
+use super::record::{EpochRecord, PhaseKind};
 
 /// Where an epoch stands after a batch.
 #[derive(Debug, Clone, PartialEq)]

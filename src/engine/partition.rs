@@ -7,7 +7,7 @@
 //! 64x2 | 128x2 | 256x3 | 512x3 | 512x3 | dense 4096x2 (K = 6).
 
 use crate::engine::error::{EngineError, Result};
-use crate::engine::model::spec::{UnitKind, UnitSpec};
+use crate::engine::model::unit::{UnitKind, UnitSpec};
 use std::ops::Range;
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

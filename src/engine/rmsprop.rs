@@ -13,6 +13,8 @@ use burn::optim::SimpleOptimizer;
 use burn::prelude::*;
 use burn::record::Record;
 
+use crate::engine::kernels;
+
 /// The optimiser (see the module documentation).
 #[derive(Debug, Clone, Copy)]
 pub struct RmsProp {
@@ -39,11 +41,29 @@ impl<B: Backend> SimpleOptimizer<B> for RmsProp {
         grad: Tensor<B, D>,
         state: Option<Self::State<D>>,
     ) -> (Tensor<B, D>, Option<Self::State<D>>) {
-        let (tensor, grad, state) =
-            match crate::engine::kernels::rmsprop_step(self, lr, tensor, grad, state) {
-                Ok((p, s)) => return (p, Some(s)),
-                Err(unfused) => unfused,
-            };
+        let consts = kernels::rmsprop::Consts {
+            alpha: self.alpha,
+            momentum: self.momentum,
+            epsilon: self.epsilon,
+            lr: lr as f32,
+        };
+        let plain = state.map(|s| (s.square_avg, s.momentum));
+        let (tensor, grad, plain) = match kernels::rmsprop_step(consts, tensor, grad, plain) {
+            Ok((p, (square_avg, momentum))) => {
+                return (
+                    p,
+                    Some(RmsPropState {
+                        square_avg,
+                        momentum,
+                    }),
+                );
+            }
+            Err(unfused) => unfused,
+        };
+        let state = plain.map(|(square_avg, momentum)| RmsPropState {
+            square_avg,
+            momentum,
+        });
         let (p, s) = reference_step(self, lr, tensor, grad, state);
         (p, Some(s))
     }

@@ -17,19 +17,22 @@
 //! does), not to BatchNorm parameters and not to biases; burn's optimiser-level weight decay
 //! would touch every parameter. The reported train loss is the cross-entropy alone.
 
+pub use crate::engine::config::{Method, Optim, OptimConfig, TrainConfig};
+pub use crate::engine::record::{
+    Ctx, CurrentPhase, EpochRecord, PhaseKind, PhaseSummary, Progress, RunResult, RunState,
+};
+
 use crate::engine::augment;
 use crate::engine::checkpoint;
-use crate::engine::data::{Cifar10, ImageSet, Normalization, to_tensor_data};
+use crate::engine::data::{ImageSet, Normalization, to_tensor_data};
 use crate::engine::error::{EngineError, Result};
 use crate::engine::flops;
 use crate::engine::model::{Act, Net, NetSpec, SubNet};
 use crate::engine::observe;
-use crate::engine::rmsprop::RmsProp;
 use crate::engine::rng;
-use crate::engine::termination::{self, Decision, StopReason, TerminationConfig};
+use crate::engine::termination::{self, Decision, StopReason};
 use burn::module::AutodiffModule;
 use burn::nn::loss::CrossEntropyLoss;
-use burn::optim::adaptor::OptimizerAdaptor;
 use burn::optim::{GradientsParams, Optimizer};
 use burn::prelude::*;
 use burn::tensor::TensorData;
@@ -37,256 +40,10 @@ use burn::tensor::backend::AutodiffBackend;
 use std::path::Path;
 use std::time::Instant;
 
-/// Training method of Table 2.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Method {
-    Baseline,
-    Random,
-    Lookahead,
-}
-
-impl std::str::FromStr for Method {
-    type Err = EngineError;
-    fn from_str(s: &str) -> Result<Self> {
-        match s.to_ascii_lowercase().as_str() {
-            "baseline" => Ok(Method::Baseline),
-            "random" => Ok(Method::Random),
-            "lookahead" | "look-ahead" => Ok(Method::Lookahead),
-            _ => Err(EngineError::BadConfig(format!(
-                "unknown method {s:?} (baseline|random|lookahead)"
-            ))),
-        }
-    }
-}
-
-/// RMSProp settings (Table 1). The paper's "momentum 0.9" is read as RMSProp's decay rate
-/// rho (Keras' RMSprop, which the authors used, has no momentum term); see docs/deviations.md.
-#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct OptimConfig {
-    pub lr: f64,
-    pub rho: f32,
-    pub momentum: f32,
-    pub epsilon: f32,
-    /// L2 coefficient on conv and dense kernels.
-    pub weight_decay: f64,
-}
-
-impl Default for OptimConfig {
-    fn default() -> Self {
-        OptimConfig {
-            lr: 1e-4,
-            rho: 0.9,
-            momentum: 0.0,
-            epsilon: 1e-7,
-            weight_decay: 1e-4,
-        }
-    }
-}
-
-impl OptimConfig {
-    /// A fresh RMSProp optimiser (every phase starts with a fresh one).
-    pub fn build<B: AutodiffBackend>(&self) -> Optim<B> {
-        OptimizerAdaptor::from(RmsProp {
-            alpha: self.rho,
-            momentum: self.momentum,
-            epsilon: self.epsilon,
-        })
-    }
-}
-
-/// The optimiser type: RMSProp over a [`Net`] (the whole net, or the trained tail in look-ahead).
-pub type Optim<B> = OptimizerAdaptor<RmsProp, Net<B>, B>;
-
-/// Everything that defines a run besides the data and the network.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct TrainConfig {
-    pub run_id: String,
-    pub seed: u64,
-    pub method: Method,
-    pub batch_size: usize,
-    pub optim: OptimConfig,
-    pub termination: TerminationConfig,
-    /// Epochs of each look-ahead phase (the paper: "a few epochs").
-    pub lookahead_epochs: usize,
-    /// Total epoch budget of the run over all phases (look-ahead included).
-    pub epoch_budget: Option<usize>,
-    /// Stop growing when the last sub-network gained less than this many accuracy points.
-    pub min_gain_points: Option<f64>,
-    /// Random shifts and flips (Table 1); off only for tests and benchmarks.
-    pub augment: bool,
-    pub eval_batch_size: usize,
-    /// Testing aid: fail with [`EngineError::Interrupted`] right after the checkpoint of this
-    /// global epoch, as if the process had been killed. Not serialised.
-    #[serde(skip)]
-    pub interrupt_after_epoch: Option<usize>,
-}
-
-impl TrainConfig {
-    pub fn optim_build<B: AutodiffBackend>(&self) -> Optim<B> {
-        self.optim.build()
-    }
-
-    pub fn new(run_id: &str, spec: &NetSpec, method: Method, seed: u64) -> TrainConfig {
-        TrainConfig {
-            run_id: run_id.to_string(),
-            seed,
-            method,
-            batch_size: spec.paper_batch_size(),
-            optim: OptimConfig::default(),
-            termination: TerminationConfig::default(),
-            lookahead_epochs: 3,
-            epoch_budget: None,
-            min_gain_points: None,
-            augment: true,
-            eval_batch_size: 250,
-            interrupt_after_epoch: None,
-        }
-    }
-}
-
-/// What a phase does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum PhaseKind {
-    /// The whole current network trains.
-    Train,
-    /// Only the newest sub-network and the classifier train; the others are frozen.
-    Lookahead,
-}
-
-impl PhaseKind {
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            PhaseKind::Train => "train",
-            PhaseKind::Lookahead => "lookahead",
-        }
-    }
-}
-
-/// One line of the per-epoch metrics.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct EpochRecord {
-    pub run_id: String,
-    /// Global epoch number, 1-based, counting every phase.
-    pub epoch: usize,
-    /// "train" or "lookahead".
-    pub phase: PhaseKind,
-    /// Active sub-networks (k of S1..Sk).
-    pub active: usize,
-    /// Sub-networks that trained this epoch (k, or 1 in look-ahead).
-    pub trained: usize,
-    pub train_loss: f64,
-    pub train_acc: f64,
-    pub val_acc: f64,
-    /// Test accuracy after this epoch, measured in the last phase only (so that the report
-    /// can give the test accuracy of the epoch with the best validation accuracy); it
-    /// never feeds back into training or any decision.
-    pub test_acc: Option<f64>,
-    pub flops_per_inference: u64,
-    /// Training FLOPs so far (forward + backward of what ran, validation excluded).
-    pub cum_train_flops: u64,
-    /// Validation FLOPs so far (forward passes).
-    pub cum_eval_flops: u64,
-    pub params: u64,
-    /// Wall time of the epoch (the only field that differs between identical runs).
-    pub seconds: f64,
-}
-
-impl EpochRecord {
-    /// One human-readable line (progress output of `incrpipe train` and training stages).
-    pub fn summary_line(&self) -> String {
-        format!(
-            "epoch {:>3} {:<9} k={} loss {:.4} train {:.4} val {:.4} FLOPs/inf {:.3e} cum {:.3e} {:.1}s",
-            self.epoch,
-            self.phase.as_str(),
-            self.active,
-            self.train_loss,
-            self.train_acc,
-            self.val_acc,
-            self.flops_per_inference as f64,
-            self.cum_train_flops as f64,
-            self.seconds
-        )
-    }
-}
-
-/// A finished phase.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct PhaseSummary {
-    pub kind: PhaseKind,
-    pub active: usize,
-    pub epochs: usize,
-    pub stop: StopReason,
-    pub final_val_acc: f64,
-}
-
-/// The phase under way (set while a phase runs, so a checkpoint can resume it).
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct CurrentPhase {
-    pub kind: PhaseKind,
-    pub active: usize,
-    pub epochs: usize,
-}
-
-/// Bookkeeping of a run, serialised in checkpoints.
-#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct Progress {
-    pub epochs_done: usize,
-    pub cum_train_flops: u64,
-    pub cum_eval_flops: u64,
-    pub records: Vec<EpochRecord>,
-    pub phases: Vec<PhaseSummary>,
-    pub current: Option<CurrentPhase>,
-    /// Where the epochs ran: host CPU and kernel path of each distinct environment, in the
-    /// order they appeared (a resumed run may have moved machines).
-    #[serde(default)]
-    pub hosts: Vec<String>,
-}
-
-impl Progress {
-    /// Validation accuracies of the current phase.
-    fn current_accs(&self) -> Vec<f64> {
-        match &self.current {
-            Some(c) => self.records[self.records.len() - c.epochs..]
-                .iter()
-                .map(|r| r.val_acc)
-                .collect(),
-            None => Vec::new(),
-        }
-    }
-
-    fn budget_spent(&self, cfg: &TrainConfig) -> bool {
-        cfg.epoch_budget.is_some_and(|b| self.epochs_done >= b)
-    }
-}
-
 /// Whether a phase is the run's last: the whole network trains. With an epoch budget it
 /// runs until the budget is spent (equal budgets: every method trains E epochs in all).
 fn is_last_phase(spec: &NetSpec, kind: PhaseKind, active: usize) -> bool {
     kind == PhaseKind::Train && active == spec.k()
-}
-
-/// A network and the progress of its run: what flows from one phase to the next.
-#[derive(Debug, Clone)]
-pub struct RunState<B: AutodiffBackend> {
-    pub net: Net<B>,
-    pub progress: Progress,
-}
-
-/// The fixed inputs of a run.
-#[derive(Debug, Clone, Copy)]
-pub struct Ctx<'a> {
-    pub spec: &'a NetSpec,
-    pub data: &'a Cifar10,
-    pub cfg: &'a TrainConfig,
-}
-
-/// Result of [`run`].
-#[derive(Debug, Clone)]
-pub struct RunResult<B: AutodiffBackend> {
-    pub state: RunState<B>,
-    pub test_acc: f64,
 }
 
 /// The starting state: S1 + classifier (incremental methods) or the whole network (baseline).

@@ -13,9 +13,9 @@ use plotters::element::DashedPathElement;
 use plotters::prelude::*;
 
 use super::aggregate::{Row, networks};
+use super::cells::network_label;
 use super::error::ReportError;
 use super::load::EpochRow;
-use super::markdown::network_label;
 use super::paper::{METHODS, method_title};
 
 /// (file stem, title) of every figure, in the order the report shows them.

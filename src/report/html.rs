@@ -8,9 +8,9 @@ use std::fmt::Write;
 
 use super::ReportOptions;
 use super::aggregate::{Row, find, networks};
+use super::cells::{accuracy_cell, mean_sd, network_label, provenance, verdict_counts};
 use super::claims::claims_for;
 use super::figures::FIGURES;
-use super::markdown::{accuracy_cell, mean_sd, network_label, provenance, verdict_counts};
 use super::paper::{METHODS, method_title};
 use super::phases;
 

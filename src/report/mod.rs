@@ -5,6 +5,7 @@
 //! results CSV with committed expected values.
 
 pub mod aggregate;
+pub mod cells;
 pub mod check;
 pub mod claims;
 pub mod curves;

@@ -1,10 +1,19 @@
-//! Built-in stage kinds (registered in [`crate::registry::Registry::builtin`]).
+//! Built-in stage kinds, and the registry that holds them ([`registry`]).
 
 mod download_cifar;
 mod report;
 mod training;
 
-use crate::registry::StageKind;
+use crate::registry::{Registry, StageKind};
+
+/// A registry of every kind shipped with incrpipe.
+pub fn registry() -> Registry {
+    let mut r = Registry::empty();
+    for k in all() {
+        r.register(k);
+    }
+    r
+}
 
 /// Every built-in kind.
 pub fn all() -> Vec<Box<dyn StageKind>> {

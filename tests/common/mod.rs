@@ -147,7 +147,7 @@ pub fn bin() -> PathBuf {
 /// code has now (so tests do not repeat version numbers that a kind's change must bump).
 #[allow(dead_code)]
 pub fn kind_label(name: &str) -> String {
-    let r = incrpipe::registry::Registry::builtin();
+    let r = incrpipe::stages::registry();
     let kind = r
         .get(name)
         .unwrap_or_else(|| panic!("no built-in kind {name:?}"));

@@ -403,17 +403,16 @@ pub fn sum_of_squares_ad<const D: usize>(w: Tensor<Ad, D>) -> Tensor<Ad, 1> {
     wrap(out)
 }
 
+/// RMSProp's state of one parameter as plain tensors: square average, momentum buffer.
+pub type RmsState<B, const D: usize> = (Tensor<B, D>, Option<Tensor<B, D>>);
+
 /// One fused RMSProp update on plain Flex tensors.
 pub fn rmsprop_step<const D: usize>(
-    o: &crate::engine::rmsprop::RmsProp,
-    lr: f64,
+    c: super::rmsprop::Consts,
     param: Tensor<Plain, D>,
     grad: Tensor<Plain, D>,
-    state: Option<crate::engine::rmsprop::RmsPropState<Plain, D>>,
-) -> (
-    Tensor<Plain, D>,
-    crate::engine::rmsprop::RmsPropState<Plain, D>,
-) {
+    state: Option<RmsState<Plain, D>>,
+) -> (Tensor<Plain, D>, RmsState<Plain, D>) {
     let dims = param.dims();
     let shape = dims.to_vec();
     // `to_contiguous` of a contiguous tensor shares its buffer; the original is dropped at
@@ -421,22 +420,13 @@ pub fn rmsprop_step<const D: usize>(
     let mut p = primitive(param).to_contiguous();
     let g = primitive(grad).to_contiguous();
     let (sa, buf) = match state {
-        Some(s) => (
-            Some(primitive(s.square_avg).to_contiguous()),
-            s.momentum.map(|b| primitive(b).to_contiguous()),
+        Some((sa, buf)) => (
+            Some(primitive(sa).to_contiguous()),
+            buf.map(|b| primitive(b).to_contiguous()),
         ),
         None => (None, None),
     };
-    let c = super::rmsprop::Consts {
-        alpha: o.alpha,
-        momentum: o.momentum,
-        epsilon: o.epsilon,
-        lr: lr as f32,
-    };
-    let state = |sa: FlexTensor, buf: Option<FlexTensor>| crate::engine::rmsprop::RmsPropState {
-        square_avg: wrap(sa),
-        momentum: buf.map(wrap),
-    };
+    let state = |sa: FlexTensor, buf: Option<FlexTensor>| (wrap(sa), buf.map(wrap));
     // After the first step, with every tensor uniquely owned: update in place.
     let in_place = p.is_unique()
         && sa.as_ref().is_some_and(FlexTensor::is_unique)

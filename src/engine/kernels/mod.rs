@@ -20,6 +20,7 @@ pub mod bench;
 pub mod conv;
 mod dense;
 mod flex;
+mod geom;
 mod micro;
 mod pixels;
 pub mod profile;
@@ -200,27 +201,23 @@ pub fn sum_of_squares<B: Backend, const D: usize>(w: Tensor<B, D>) -> Tensor<B, 
 /// One RMSProp update of a parameter tensor by the fused kernel on the CPU backend;
 /// `Err` hands the inputs back when it does not apply.
 pub fn rmsprop_step<B: Backend, const D: usize>(
-    o: &crate::engine::rmsprop::RmsProp,
-    lr: f64,
+    c: rmsprop::Consts,
     tensor: Tensor<B, D>,
     grad: Tensor<B, D>,
-    state: Option<crate::engine::rmsprop::RmsPropState<B, D>>,
-) -> Result<(Tensor<B, D>, crate::engine::rmsprop::RmsPropState<B, D>), RmsPropInputs<B, D>> {
+    state: Option<flex::RmsState<B, D>>,
+) -> Result<(Tensor<B, D>, flex::RmsState<B, D>), RmsPropInputs<B, D>> {
     if !enabled() {
         return Err((tensor, grad, state));
     }
     match cast::<RmsPropInputs<B, D>, RmsPropInputs<flex::Plain, D>>((tensor, grad, state)) {
-        Ok((t, g, s)) => Ok(same(flex::rmsprop_step(o, lr, t, g, s))),
+        Ok((t, g, s)) => Ok(same(flex::rmsprop_step(c, t, g, s))),
         Err(inputs) => Err(inputs),
     }
 }
 
 /// What [`rmsprop_step`] takes: parameter, gradient, state.
-pub type RmsPropInputs<B, const D: usize> = (
-    Tensor<B, D>,
-    Tensor<B, D>,
-    Option<crate::engine::rmsprop::RmsPropState<B, D>>,
-);
+pub type RmsPropInputs<B, const D: usize> =
+    (Tensor<B, D>, Tensor<B, D>, Option<flex::RmsState<B, D>>);
 
 /// running = running * (1 - momentum) + batch * momentum, as burn-nn (biased batch variance).
 fn update_running<B: Backend>(bn: &BatchNorm<B>, stats: &batchnorm::BnStats) {

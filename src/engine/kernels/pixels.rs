@@ -15,7 +15,7 @@
 //! Determinism: work is split over output channels (forward) or over (tap, block of input
 //! channels) (weight gradient), never over a sum, and each sum runs in a fixed order.
 
-use super::conv::ConvGeom;
+use super::geom::ConvGeom;
 use super::micro::{self, ASource, BPanel, CBlock, NR, PackedA, row_blocks};
 use rayon::prelude::*;
 

@@ -7,6 +7,8 @@
 pub mod describe;
 pub mod net;
 pub mod spec;
+pub mod unit;
 
 pub use net::{Act, BasicBlock, Classifier, ConvBn, Dense, Net, SubNet, Unit};
-pub use spec::{Arch, Feat, NetSpec, UnitKind, UnitSpec};
+pub use spec::{Arch, NetSpec};
+pub use unit::{Feat, UnitKind, UnitSpec};
