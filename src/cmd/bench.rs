@@ -1,4 +1,7 @@
-//! `incrpipe bench train|infer|augment`: throughput measurements.
+//! `incrpipe bench`: throughput of training, inference, augmentation, the kernels and the runner.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
 
 use anyhow::bail;
 use burn::tensor::backend::AutodiffBackend;
@@ -6,6 +9,118 @@ use incrpipe::engine::augment;
 use incrpipe::engine::backend::{self, Device};
 use incrpipe::engine::bench::{BenchResult, bench_infer, bench_train};
 use incrpipe::engine::model::NetSpec;
+
+use super::fail;
+
+#[derive(clap::Subcommand)]
+pub enum BenchCmd {
+    /// The runner on a synthetic pipeline of LAYERS x WIDTH trivial stages.
+    Runner {
+        #[arg(long, default_value_t = 50)]
+        width: usize,
+        #[arg(long, default_value_t = 20)]
+        layers: usize,
+        #[arg(short, long, default_value_t = 1)]
+        jobs: u32,
+        #[arg(long, default_value_t = 5)]
+        repeats: usize,
+    },
+    /// Training steps (forward, backward, RMSProp): images/s.
+    Train(BenchArgs),
+    /// Inference: images/s.
+    Infer(BenchArgs),
+    /// Data augmentation on one core: images/s.
+    Augment(BenchArgs),
+    /// The CPU kernels against burn's ops on a network's layer shapes: ms per call.
+    Kernels {
+        /// The network whose distinct layer shapes are timed.
+        #[arg(long, default_value = "resnet20")]
+        net: String,
+        /// Batch size (default: the network's Table 1 batch, 128 for ResNets, 32 for VGG).
+        #[arg(long)]
+        batch: Option<usize>,
+        /// Timed calls per op (the median is reported).
+        #[arg(long, default_value_t = 5)]
+        repeats: usize,
+        /// Time the kernels only, not burn's ops (its convolution backward takes seconds).
+        #[arg(long)]
+        without_burn: bool,
+    },
+}
+
+pub fn dispatch(cmd: BenchCmd) -> ExitCode {
+    match cmd {
+        BenchCmd::Train(a) => super::report(run("train", a)),
+        BenchCmd::Infer(a) => super::report(run("infer", a)),
+        BenchCmd::Augment(a) => super::report(run("augment", a)),
+        BenchCmd::Kernels {
+            net,
+            batch,
+            repeats,
+            without_burn,
+        } => super::report(kernels(&net, batch, repeats, without_burn)),
+        BenchCmd::Runner {
+            width,
+            layers,
+            jobs,
+            repeats,
+        } => runner(width, layers, jobs, repeats),
+    }
+}
+
+/// The runner on a synthetic pipeline, in a temporary directory.
+fn runner(width: usize, layers: usize, jobs: u32, repeats: usize) -> ExitCode {
+    let dir = match tempfile_dir() {
+        Ok(d) => d,
+        Err(e) => return fail(1, &e.to_string()),
+    };
+    let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("incrpipe"));
+    let r = incrpipe::bench_runner::run(&exe, &dir, width, layers, jobs, repeats);
+    let _ = std::fs::remove_dir_all(&dir);
+    match r {
+        Ok(b) => {
+            use incrpipe::bench_runner::median;
+            println!(
+                "runner benchmark: {} stages ({layers} layers x {width}), -j {jobs}",
+                b.stages
+            );
+            println!(
+                "  cold run            {:8.2} s  (commands themselves {:.2} s)",
+                b.cold_s, b.commands_s
+            );
+            println!(
+                "  overhead per stage  {:8.2} ms (cold wall x jobs - commands) / stages",
+                b.overhead_ms_per_stage
+            );
+            println!(
+                "  commands alone      {:8.2} s  (bash -c each, in order, no runner)",
+                b.alone_s
+            );
+            println!(
+                "  overhead per stage  {:8.2} ms (cold wall x jobs - commands alone) / stages",
+                b.overhead_vs_alone_ms
+            );
+            println!(
+                "  no-op rerun         {:8.1} ms median of {repeats} (min {:.1})",
+                median(&b.noop_rerun_ms),
+                b.noop_rerun_ms.iter().cloned().fold(f64::MAX, f64::min)
+            );
+            println!(
+                "  status              {:8.1} ms median of {repeats} (min {:.1})",
+                median(&b.status_ms),
+                b.status_ms.iter().cloned().fold(f64::MAX, f64::min)
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(1, &format!("{e:#}")),
+    }
+}
+
+fn tempfile_dir() -> std::io::Result<PathBuf> {
+    let d = std::env::temp_dir().join(format!("incrpipe-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&d)?;
+    Ok(d)
+}
 
 #[derive(clap::Args, Debug)]
 pub struct BenchArgs {
