@@ -7,55 +7,15 @@ use incrpipe::engine::backend::{self, Device, WithBackend};
 use incrpipe::engine::data::{CIFAR_ENV, Cifar10, cifar_dir_from_env};
 use incrpipe::engine::observe;
 use incrpipe::engine::outcome::{self, RunOutcome};
+use incrpipe::engine::params;
 use incrpipe::engine::settings::{Built, RunSettings};
 use incrpipe::engine::train::{self, Ctx, Progress};
 use std::path::PathBuf;
 
 #[derive(clap::Args, Debug)]
 pub struct TrainArgs {
-    #[arg(long, default_value = "resnet20")]
-    pub net: String,
-    /// baseline | random | lookahead
-    #[arg(long, default_value = "lookahead")]
-    pub method: String,
-    #[arg(long, default_value_t = 1)]
-    pub seed: u64,
-    /// Training images per class (first N after the split); all when absent.
-    #[arg(long)]
-    pub subset: Option<usize>,
-    /// Validation images per class.
-    #[arg(long)]
-    pub val_subset: Option<usize>,
-    /// Test images per class.
-    #[arg(long)]
-    pub test_subset: Option<usize>,
-    /// Maximum epochs per phase.
-    #[arg(long)]
-    pub max_epochs: Option<usize>,
-    #[arg(long)]
-    pub min_epochs: Option<usize>,
-    /// Termination window (epochs).
-    #[arg(long)]
-    pub ws: Option<usize>,
-    #[arg(long)]
-    pub gamma: Option<f64>,
-    #[arg(long)]
-    pub lookahead_epochs: Option<usize>,
-    /// Total epochs over all phases.
-    #[arg(long)]
-    pub epoch_budget: Option<usize>,
-    /// Stop growing when a sub-network adds less than this many accuracy points.
-    #[arg(long)]
-    pub min_gain: Option<f64>,
-    #[arg(long)]
-    pub batch: Option<usize>,
-    #[arg(long)]
-    pub lr: Option<f64>,
-    /// Unit indices where S1..SK start, e.g. `0,7,13`.
-    #[arg(long)]
-    pub partition: Option<String>,
-    #[arg(long)]
-    pub no_augment: bool,
+    #[command(flatten)]
+    pub settings: SettingFlags,
     /// CIFAR-10 binary directory (default: $INCRPIPE_CIFAR10).
     #[arg(long)]
     pub data: Option<PathBuf>,
@@ -66,31 +26,95 @@ pub struct TrainArgs {
     pub device: String,
 }
 
-impl TrainArgs {
-    /// The flags as [`RunSettings`]: the same settings a pipeline stage would receive.
-    pub fn settings(&self) -> RunSettings {
-        let d = RunSettings::default();
-        RunSettings {
-            net: self.net.clone(),
-            method: self.method.clone(),
-            seed: self.seed,
-            partition: self.partition.clone().unwrap_or_default(),
-            train_per_class: self.subset.unwrap_or(0),
-            val_per_class: self.val_subset.unwrap_or(0),
-            test_per_class: self.test_subset.unwrap_or(0),
-            batch: self.batch.unwrap_or(0),
-            lr: self.lr.unwrap_or(d.lr),
-            ws: self.ws.unwrap_or(d.ws),
-            gamma: self.gamma.unwrap_or(d.gamma),
-            min_epochs: self.min_epochs.unwrap_or(d.min_epochs),
-            max_epochs: self.max_epochs.unwrap_or(d.max_epochs),
-            epoch_budget: self.epoch_budget.unwrap_or(0),
-            lookahead_epochs: self.lookahead_epochs.unwrap_or(d.lookahead_epochs),
-            min_gain_points: self.min_gain.unwrap_or(-1.0),
-            augment: !self.no_augment,
-            ..d
+/// One flag per declared setting ([`params::DECLS`]): `--train-per-class` for
+/// `train_per_class`, its help and default from the declaration, required where it has none;
+/// `--no-augment` for a setting that defaults to `true`. The flags give every setting, so
+/// `incrpipe train` and a pipeline stage build their runs from the same [`RunSettings`].
+#[derive(Debug, Clone)]
+pub struct SettingFlags(pub RunSettings);
+
+fn flag(name: &str) -> &'static str {
+    // Once per flag and process: clap keeps `&'static str` names.
+    Box::leak(name.replace('_', "-").into_boxed_str())
+}
+
+/// A setting whose default is `true` is switched off by `--no-NAME`.
+fn is_switch(d: &params::Decl) -> bool {
+    d.default == Some("true")
+}
+
+impl clap::Args for SettingFlags {
+    fn augment_args(mut cmd: clap::Command) -> clap::Command {
+        for d in params::DECLS {
+            let arg = if is_switch(d) {
+                clap::Arg::new(d.name)
+                    .long(flag(&format!("no_{}", d.name)))
+                    .action(clap::ArgAction::SetTrue)
+                    .help(format!("no {}", d.help))
+            } else {
+                let arg = clap::Arg::new(d.name)
+                    .long(flag(d.name))
+                    .value_name(&*Box::leak(d.name.to_uppercase().into_boxed_str()))
+                    .allow_negative_numbers(true)
+                    .help(d.help)
+                    .visible_aliases(d.aliases.iter().copied());
+                match d.default {
+                    Some(v) => arg.default_value(v.trim_matches('"')),
+                    None => arg.required(true),
+                }
+            };
+            cmd = cmd.arg(arg);
         }
+        cmd
     }
+
+    fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
+        Self::augment_args(cmd)
+    }
+}
+
+impl clap::FromArgMatches for SettingFlags {
+    fn from_arg_matches(m: &clap::ArgMatches) -> Result<Self, clap::Error> {
+        let mut params = serde_json::Map::new();
+        for d in params::DECLS {
+            let v = if is_switch(d) {
+                serde_json::Value::Bool(!m.get_flag(d.name))
+            } else {
+                let text = m.get_one::<String>(d.name).expect("required or defaulted");
+                json_of(d, text)?
+            };
+            params.insert(d.name.to_string(), v);
+        }
+        RunSettings::from_params(params)
+            .map(SettingFlags)
+            .map_err(|e| clap::Error::raw(clap::error::ErrorKind::ValueValidation, e))
+    }
+
+    fn update_from_arg_matches(&mut self, m: &clap::ArgMatches) -> Result<(), clap::Error> {
+        *self = Self::from_arg_matches(m)?;
+        Ok(())
+    }
+}
+
+/// A flag's text as the JSON its setting takes: text for a text setting, else a JSON value.
+fn json_of(d: &params::Decl, text: &str) -> Result<serde_json::Value, clap::Error> {
+    let textual = d.default.is_none_or(|v| v.starts_with('"'));
+    if textual {
+        return Ok(text.into());
+    }
+    serde_json::from_str::<serde_json::Value>(text)
+        .ok()
+        .filter(|v| v.is_number())
+        .ok_or_else(|| {
+            clap::Error::raw(
+                clap::error::ErrorKind::ValueValidation,
+                format!(
+                    "invalid value '{text}' for '--{}': expected a number ({})\n",
+                    d.name.replace('_', "-"),
+                    d.help
+                ),
+            )
+        })
 }
 
 /// Progress, active sub-networks and test confusion matrix of a finished run.
@@ -140,7 +164,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     if show {
         observe::set_observer(Some(std::sync::Arc::new(Bar(bar.clone()))));
     }
-    let settings = args.settings();
+    let settings = args.settings.0.clone();
     let Built {
         spec,
         data: dcfg,

@@ -6,6 +6,7 @@ use burn::tensor::backend::AutodiffBackend;
 
 use crate::engine::error::{EngineError, Result};
 use crate::engine::model::{Net, NetSpec};
+use crate::engine::params;
 use crate::engine::rmsprop::RmsProp;
 use crate::engine::termination::TerminationConfig;
 
@@ -47,11 +48,11 @@ pub struct OptimConfig {
 impl Default for OptimConfig {
     fn default() -> Self {
         OptimConfig {
-            lr: 1e-4,
-            rho: 0.9,
-            momentum: 0.0,
-            epsilon: 1e-7,
-            weight_decay: 1e-4,
+            lr: params::default("lr"),
+            rho: params::default("rho"),
+            momentum: params::default("momentum"),
+            epsilon: params::default("epsilon"),
+            weight_decay: params::default("weight_decay"),
         }
     }
 }
@@ -107,11 +108,11 @@ impl TrainConfig {
             batch_size: spec.paper_batch_size(),
             optim: OptimConfig::default(),
             termination: TerminationConfig::default(),
-            lookahead_epochs: 3,
+            lookahead_epochs: params::default("lookahead_epochs"),
             epoch_budget: None,
             min_gain_points: None,
-            augment: true,
-            eval_batch_size: 250,
+            augment: params::default("augment"),
+            eval_batch_size: params::default("eval_batch"),
             interrupt_after_epoch: None,
         }
     }

@@ -195,8 +195,8 @@ pub struct DataConfig {
 impl Default for DataConfig {
     fn default() -> Self {
         DataConfig {
-            val_fraction: 0.1,
-            split_seed: 0,
+            val_fraction: crate::engine::params::default("val_fraction"),
+            split_seed: crate::engine::params::default("split_seed"),
             train_per_class: None,
             val_per_class: None,
             test_per_class: None,

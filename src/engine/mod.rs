@@ -17,6 +17,7 @@ pub mod kernels;
 pub mod model;
 pub mod observe;
 pub mod outcome;
+pub mod params;
 pub mod partition;
 pub mod record;
 pub mod rmsprop;

@@ -3,16 +3,21 @@
 //! so a pipeline chain and a single-process run with the same settings train identically.
 
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use super::data::DataConfig;
 use super::model::NetSpec;
+use super::params;
 use super::partition::parse_starts;
 use super::train::{Method, OptimConfig, TrainConfig};
 use super::{EngineError, termination::TerminationConfig};
 
-/// Every knob of a run. Zero means "not set" for the optional counts.
+/// Every knob of a run, one field per declared setting ([`params::DECLS`], same order). Zero
+/// means "not set" for the optional counts. No field has a serde default: whoever makes one
+/// (a stage's params file, the flags of `incrpipe train`) gives every setting, so a missing one
+/// is an error, never a silent default.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
 pub struct RunSettings {
     pub net: String,
     pub method: String,
@@ -44,38 +49,55 @@ pub struct RunSettings {
     pub eval_batch: usize,
 }
 
-impl Default for RunSettings {
-    fn default() -> Self {
-        let t = TerminationConfig::default();
-        let o = OptimConfig::default();
-        let d = DataConfig::default();
-        RunSettings {
-            net: "resnet20".into(),
-            method: "lookahead".into(),
-            seed: 1,
-            partition: String::new(),
-            train_per_class: 0,
-            val_per_class: 0,
-            test_per_class: 0,
-            val_fraction: d.val_fraction,
-            split_seed: d.split_seed,
-            batch: 0,
-            lr: o.lr,
-            rho: o.rho,
-            momentum: o.momentum,
-            epsilon: o.epsilon,
-            weight_decay: o.weight_decay,
-            ws: t.ws,
-            gamma: t.gamma,
-            min_epochs: t.min_epochs,
-            max_epochs: t.max_epochs,
-            epoch_budget: 0,
-            lookahead_epochs: 3,
-            min_gain_points: -1.0,
-            augment: true,
-            eval_batch: 250,
-        }
+/// The data settings alone: the `augment` kind's params.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataSettings {
+    pub train_per_class: usize,
+    pub val_per_class: usize,
+    pub test_per_class: usize,
+    pub val_fraction: f64,
+    pub split_seed: u64,
+    pub augment: bool,
+}
+
+impl DataSettings {
+    pub fn from_params(params: serde_json::Map<String, Value>) -> Result<Self, EngineError> {
+        strict(params, "data settings")
     }
+
+    pub fn config(&self) -> DataConfig {
+        data_config(
+            self.val_fraction,
+            self.split_seed,
+            [
+                self.train_per_class,
+                self.val_per_class,
+                self.test_per_class,
+            ],
+        )
+    }
+}
+
+fn data_config(val_fraction: f64, split_seed: u64, per_class: [usize; 3]) -> DataConfig {
+    let nonzero = |n: usize| (n > 0).then_some(n);
+    DataConfig {
+        val_fraction,
+        split_seed,
+        train_per_class: nonzero(per_class[0]),
+        val_per_class: nonzero(per_class[1]),
+        test_per_class: nonzero(per_class[2]),
+    }
+}
+
+/// `params` as a `T` with every field given: a missing, unknown or mistyped one is an error
+/// that names it.
+fn strict<T: serde::de::DeserializeOwned>(
+    params: serde_json::Map<String, Value>,
+    what: &str,
+) -> Result<T, EngineError> {
+    serde_json::from_value(Value::Object(params))
+        .map_err(|e| EngineError::BadConfig(format!("{what}: {e}")))
 }
 
 /// The pieces a run is made of.
@@ -86,6 +108,24 @@ pub struct Built {
 }
 
 impl RunSettings {
+    /// Settings from params naming every declared setting (a stage's params file).
+    pub fn from_params(params: serde_json::Map<String, Value>) -> Result<Self, EngineError> {
+        strict(params, "run settings")
+    }
+
+    /// The declared defaults, with the two settings that have none.
+    pub fn defaults(net: &str, method: &str) -> RunSettings {
+        let mut m = serde_json::Map::new();
+        for d in params::DECLS {
+            if let Some(v) = params::default_json(d.name) {
+                m.insert(d.name.to_string(), v);
+            }
+        }
+        m.insert("net".into(), net.into());
+        m.insert("method".into(), method.into());
+        RunSettings::from_params(m).expect("the declared defaults make settings")
+    }
+
     /// `net-method-sSEED`, the run id used in metrics.
     pub fn run_id(&self) -> String {
         format!("{}-{}-s{}", self.net, self.method, self.seed)
@@ -120,14 +160,15 @@ impl RunSettings {
         cfg.augment = self.augment;
         cfg.eval_batch_size = self.eval_batch;
         check_budget(&spec, &cfg)?;
-        let nonzero = |n: usize| (n > 0).then_some(n);
-        let data = DataConfig {
-            val_fraction: self.val_fraction,
-            split_seed: self.split_seed,
-            train_per_class: nonzero(self.train_per_class),
-            val_per_class: nonzero(self.val_per_class),
-            test_per_class: nonzero(self.test_per_class),
-        };
+        let data = data_config(
+            self.val_fraction,
+            self.split_seed,
+            [
+                self.train_per_class,
+                self.val_per_class,
+                self.test_per_class,
+            ],
+        );
         Ok(Built {
             spec,
             data,
@@ -170,4 +211,63 @@ fn check_budget(spec: &NetSpec, cfg: &TrainConfig) -> Result<(), EngineError> {
         )));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fields_are_the_declared_settings_in_order() {
+        // The text keeps the fields' order (a JSON map would sort them).
+        let text = serde_json::to_string(&RunSettings::defaults("resnet20", "random")).unwrap();
+        let at: Vec<usize> = params::DECLS
+            .iter()
+            .map(|d| {
+                text.find(&format!("\"{}\":", d.name))
+                    .unwrap_or_else(|| panic!("{} is no field", d.name))
+            })
+            .collect();
+        assert!(at.windows(2).all(|w| w[0] < w[1]), "order differs: {text}");
+        let v: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v.as_object().unwrap().len(), params::DECLS.len());
+        let data: Vec<&str> = params::DECLS
+            .iter()
+            .filter(|d| d.data)
+            .map(|d| d.name)
+            .collect();
+        let m = v.as_object().unwrap();
+        let d: serde_json::Map<String, Value> = data
+            .iter()
+            .map(|k| (k.to_string(), m[*k].clone()))
+            .collect();
+        let ds = DataSettings::from_params(d).unwrap();
+        assert_eq!(
+            ds.config(),
+            RunSettings::defaults("resnet20", "random")
+                .build()
+                .unwrap()
+                .data
+        );
+    }
+
+    #[test]
+    fn a_missing_setting_is_an_error_that_names_it() {
+        let v = serde_json::to_value(RunSettings::defaults("resnet20", "random")).unwrap();
+        let mut m = v.as_object().unwrap().clone();
+        m.remove("lr");
+        let e = RunSettings::from_params(m).unwrap_err().to_string();
+        assert!(e.contains("missing field `lr`"), "{e}");
+    }
+
+    #[test]
+    fn engine_defaults_are_the_declared_ones() {
+        let s = RunSettings::defaults("resnet20", "random");
+        let b = s.build().unwrap();
+        assert_eq!(b.train.optim, OptimConfig::default());
+        assert_eq!(b.train.termination, TerminationConfig::default());
+        assert_eq!(b.data, DataConfig::default());
+        let t = TrainConfig::new(&s.run_id(), &b.spec, Method::Random, 1);
+        assert_eq!(b.train, t);
+    }
 }

@@ -17,6 +17,8 @@
 //! next, the usual "diminishing returns" point; Fig. 3 of the paper (ResNet-56: three phases in
 //! ~140 epochs) is consistent with windows of a few epochs.
 
+use crate::engine::params;
+
 /// Parameters of the criterion.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct TerminationConfig {
@@ -33,10 +35,10 @@ pub struct TerminationConfig {
 impl Default for TerminationConfig {
     fn default() -> Self {
         TerminationConfig {
-            ws: 5,
-            gamma: 0.5,
-            min_epochs: 5,
-            max_epochs: 100,
+            ws: params::default("ws"),
+            gamma: params::default("gamma"),
+            min_epochs: params::default("min_epochs"),
+            max_epochs: params::default("max_epochs"),
         }
     }
 }

@@ -23,115 +23,36 @@ use serde_json::Value;
 use crate::engine::augment::MAX_SHIFT;
 use crate::engine::backend::{self, Device, WithBackend};
 use crate::engine::checkpoint;
-use crate::engine::data::{Cifar10, DataConfig, SplitPlan, load_cifar10};
+use crate::engine::data::{Cifar10, SplitPlan, load_cifar10};
 use crate::engine::outcome::{self, RunOutcome};
-use crate::engine::settings::{Built, RunSettings};
+use crate::engine::params;
+use crate::engine::settings::{Built, DataSettings, RunSettings};
 use crate::engine::train::{self, Ctx, Method, NextStep, Stage};
 use crate::registry::{ExpandInput, Expanded, ParamDecl, StageContext, StageKind};
 
-/// The run settings every training kind accepts besides the data settings ([`AUGMENT_PARAMS`]);
-/// defaults = [`RunSettings::default`], checked by a test; plus the device.
-const RUN_PARAMS: &[ParamDecl] = &[
+/// A declared setting as a kind's param.
+const fn param(d: &params::Decl) -> ParamDecl {
     ParamDecl {
-        name: "net",
-        default: None,
-        help: "network: resnet20/32/44/56, vgg16, or a narrow variant such as resnet8-w4",
-    },
-    ParamDecl {
-        name: "method",
-        default: None,
-        help: "baseline, random or lookahead",
-    },
-    ParamDecl {
-        name: "seed",
-        default: Some("1"),
-        help: "training seed",
-    },
-    ParamDecl {
-        name: "partition",
-        default: Some("\"\""),
-        help: "unit indices where S1..SK start, e.g. \"0,4,7\"; empty = the paper's rule",
-    },
-    ParamDecl {
-        name: "batch",
-        default: Some("0"),
-        help: "batch size (0 = the paper's: 128 ResNets, 32 VGG)",
-    },
-    ParamDecl {
-        name: "lr",
-        default: Some("0.0001"),
-        help: "RMSProp learning rate",
-    },
-    ParamDecl {
-        name: "rho",
-        default: Some("0.9"),
-        help: "RMSProp decay rate",
-    },
-    ParamDecl {
-        name: "momentum",
-        default: Some("0.0"),
-        help: "RMSProp momentum",
-    },
-    ParamDecl {
-        name: "epsilon",
-        default: Some("1e-7"),
-        help: "RMSProp epsilon",
-    },
-    ParamDecl {
-        name: "weight_decay",
-        default: Some("0.0001"),
-        help: "L2 on conv and dense kernels",
-    },
-    ParamDecl {
-        name: "ws",
-        default: Some("5"),
-        help: "termination window (epochs)",
-    },
-    ParamDecl {
-        name: "gamma",
-        default: Some("0.5"),
-        help: "stop a phase when alpha_i <= gamma * alpha_(i-1)",
-    },
-    ParamDecl {
-        name: "min_epochs",
-        default: Some("5"),
-        help: "minimum epochs per phase",
-    },
-    ParamDecl {
-        name: "max_epochs",
-        default: Some("100"),
-        help: "maximum epochs per phase",
-    },
-    ParamDecl {
-        name: "epoch_budget",
-        default: Some("0"),
-        help: "total epochs over all phases (0 = none)",
-    },
-    ParamDecl {
-        name: "lookahead_epochs",
-        default: Some("3"),
-        help: "epochs of each look-ahead phase",
-    },
-    ParamDecl {
-        name: "min_gain_points",
-        default: Some("-1.0"),
-        help: "stop growing when a sub-network gains fewer points (negative = never)",
-    },
-    ParamDecl {
-        name: "eval_batch",
-        default: Some("250"),
-        help: "batch size of validation and test passes",
-    },
-    ParamDecl {
-        name: "device",
-        default: Some("\"cpu\""),
-        help: "cpu or cuda:N (N within CUDA_VISIBLE_DEVICES)",
-    },
-];
+        name: d.name,
+        default: d.default,
+        help: d.help,
+    }
+}
 
-/// Every param of the training kinds: the run's own and the data settings.
+/// The device a training stage runs on: not a setting of the run (its results do not depend on it).
+const DEVICE: ParamDecl = ParamDecl {
+    name: "device",
+    default: Some("\"cpu\""),
+    help: "cpu or cuda:N (N within CUDA_VISIBLE_DEVICES)",
+};
+
+/// Every param of the training kinds: each declared setting ([`params::DECLS`]) and the device.
 static PARAMS: std::sync::LazyLock<Vec<ParamDecl>> =
-    std::sync::LazyLock::new(|| RUN_PARAMS.iter().chain(AUGMENT_PARAMS).copied().collect());
+    std::sync::LazyLock::new(|| params::DECLS.iter().map(param).chain([DEVICE]).collect());
+
+/// The data settings: the `augment` kind's params, and part of every training kind's [`PARAMS`].
+static AUGMENT_PARAMS: std::sync::LazyLock<Vec<ParamDecl>> =
+    std::sync::LazyLock::new(|| params::DECLS.iter().filter(|d| d.data).map(param).collect());
 
 /// Params that do not change what train-stage-1 computes; it is keyed without them.
 const STAGE1_NEUTRAL: &[(&str, &str)] = &[
@@ -147,8 +68,7 @@ fn settings_of(params: &serde_json::Map<String, Value>) -> anyhow::Result<(RunSe
         .and_then(|v| v.as_str().map(String::from))
         .unwrap_or_else(|| "cpu".into())
         .parse()?;
-    let s: RunSettings = serde_json::from_value(Value::Object(p)).context("stage params")?;
-    Ok((s, device))
+    Ok((RunSettings::from_params(p)?, device))
 }
 
 fn params_map(
@@ -446,40 +366,6 @@ fn read_plan(artifact: &Path) -> anyhow::Result<SplitPlan> {
         .with_context(|| format!("{}: bad split", p.display()))
 }
 
-/// The data settings: the `augment` stage's params, and part of every training kind's [`PARAMS`].
-const AUGMENT_PARAMS: &[ParamDecl] = &[
-    ParamDecl {
-        name: "train_per_class",
-        default: Some("0"),
-        help: "training images per class (0 = all)",
-    },
-    ParamDecl {
-        name: "val_per_class",
-        default: Some("0"),
-        help: "validation images per class (0 = all)",
-    },
-    ParamDecl {
-        name: "test_per_class",
-        default: Some("0"),
-        help: "test images per class (0 = all)",
-    },
-    ParamDecl {
-        name: "val_fraction",
-        default: Some("0.1"),
-        help: "held-out fraction of each class",
-    },
-    ParamDecl {
-        name: "split_seed",
-        default: Some("0"),
-        help: "seed of the train/validation split",
-    },
-    ParamDecl {
-        name: "augment",
-        default: Some("true"),
-        help: "random shifts and flips",
-    },
-];
-
 /// `augment`: the train/validation split, the normalisation statistics and the
 /// augmentation policy, as an artifact (`augment.json`) that training stages read.
 pub struct Augment;
@@ -492,18 +378,11 @@ impl StageKind for Augment {
         24
     }
     fn params(&self) -> &'static [ParamDecl] {
-        AUGMENT_PARAMS
+        AUGMENT_PARAMS.as_slice()
     }
     fn run(&self, sc: &StageContext) -> anyhow::Result<()> {
-        let p = |k: &str| sc.params.get(k).cloned().unwrap_or(Value::Null);
-        let n = |k: &str| p(k).as_u64().filter(|n| *n > 0).map(|n| n as usize);
-        let cfg = DataConfig {
-            val_fraction: p("val_fraction").as_f64().context("val_fraction")?,
-            split_seed: p("split_seed").as_u64().context("split_seed")?,
-            train_per_class: n("train_per_class"),
-            val_per_class: n("val_per_class"),
-            test_per_class: n("test_per_class"),
-        };
+        let settings = DataSettings::from_params(params_map(&sc.params))?;
+        let cfg = settings.config();
         let [data] = sc.deps.as_slice() else {
             bail!("augment reads one dep, the CIFAR-10 directory")
         };
@@ -517,7 +396,7 @@ impl StageKind for Augment {
         let artifact = serde_json::json!({
             "split": plan,
             "policy": {
-                "enabled": p("augment").as_bool().unwrap_or(true),
+                "enabled": settings.augment,
                 "max_shift_px": MAX_SHIFT,
                 "shift": "integer, uniform in [-max, max], width and height independently; uncovered pixels are 0 after normalisation",
                 "horizontal_flip_probability": 0.5,
@@ -670,21 +549,14 @@ mod tests {
     fn declared_defaults_are_the_engine_defaults() {
         let mut m = serde_json::Map::new();
         for d in PARAMS.iter() {
-            match default_value(d) {
-                Some(v) => {
-                    m.insert(d.name.to_string(), v);
-                }
-                None => {
-                    m.insert(
-                        d.name.to_string(),
-                        RunSettings::default().net.clone().into(),
-                    );
-                }
+            if let Some(v) = default_value(d) {
+                m.insert(d.name.to_string(), v);
             }
         }
+        m.insert("net".into(), "resnet20".into());
         m.insert("method".into(), "lookahead".into());
         let (s, dev) = settings_of(&m).unwrap();
-        assert_eq!(s, RunSettings::default());
+        assert_eq!(s, RunSettings::defaults("resnet20", "lookahead"));
         assert_eq!(dev, Device::Cpu);
     }
 }
