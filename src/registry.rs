@@ -60,12 +60,27 @@ pub struct StageContext {
     pub outs: Vec<String>,
 }
 
-pub trait StageKind: Send + Sync {
-    fn name(&self) -> &'static str;
+/// What identifies a kind, declared once per kind ([`StageKind::meta`]).
+#[derive(Debug, Clone, Copy)]
+pub struct KindMeta {
+    pub name: &'static str,
     /// Part of every key the kind produces: bump it when what the kind computes changes,
     /// and only then (`tests/kind_fingerprints.rs` compares result bits and says when).
-    fn version(&self) -> u32;
-    fn params(&self) -> &'static [ParamDecl];
+    pub version: u32,
+    pub params: &'static [ParamDecl],
+}
+
+pub trait StageKind: Send + Sync {
+    fn meta(&self) -> KindMeta;
+    fn name(&self) -> &'static str {
+        self.meta().name
+    }
+    fn version(&self) -> u32 {
+        self.meta().version
+    }
+    fn params(&self) -> &'static [ParamDecl] {
+        self.meta().params
+    }
     /// Plan-time expansion; the default is the stage itself.
     fn expand(&self, input: &ExpandInput) -> Result<Vec<Expanded>, String> {
         Ok(vec![Expanded {

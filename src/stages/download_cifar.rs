@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 
 use crate::download::{ArchiveCheck, FetchOptions, OFFICIAL_URL, fetch_cifar10_with_env};
-use crate::registry::{ParamDecl, StageContext, StageKind};
+use crate::registry::{KindMeta, ParamDecl, StageContext, StageKind};
 
 pub struct DownloadCifar;
 
@@ -30,14 +30,12 @@ const PARAMS: &[ParamDecl] = &[
 ];
 
 impl StageKind for DownloadCifar {
-    fn name(&self) -> &'static str {
-        "download-cifar"
-    }
-    fn version(&self) -> u32 {
-        1
-    }
-    fn params(&self) -> &'static [ParamDecl] {
-        PARAMS
+    fn meta(&self) -> KindMeta {
+        KindMeta {
+            name: "download-cifar",
+            version: 1,
+            params: PARAMS,
+        }
     }
     fn run(&self, ctx: &StageContext) -> anyhow::Result<()> {
         let [out] = ctx.outs.as_slice() else {

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 
-use crate::registry::{ParamDecl, StageContext, StageKind};
+use crate::registry::{KindMeta, ParamDecl, StageContext, StageKind};
 use crate::report::claims::ClaimOptions;
 use crate::report::{ReportOptions, write_report};
 
@@ -35,14 +35,12 @@ const PARAMS: &[ParamDecl] = &[
 ];
 
 impl StageKind for Report {
-    fn name(&self) -> &'static str {
-        "report"
-    }
-    fn version(&self) -> u32 {
-        3
-    }
-    fn params(&self) -> &'static [ParamDecl] {
-        PARAMS
+    fn meta(&self) -> KindMeta {
+        KindMeta {
+            name: "report",
+            version: 3,
+            params: PARAMS,
+        }
     }
     fn run(&self, ctx: &StageContext) -> anyhow::Result<()> {
         let [out] = ctx.outs.as_slice() else {

@@ -28,7 +28,7 @@ use crate::engine::outcome::{self, RunOutcome};
 use crate::engine::params;
 use crate::engine::settings::{Built, DataSettings, RunSettings};
 use crate::engine::train::{self, Ctx, Method, NextStep, Stage};
-use crate::registry::{ExpandInput, Expanded, ParamDecl, StageContext, StageKind};
+use crate::registry::{ExpandInput, Expanded, KindMeta, ParamDecl, StageContext, StageKind};
 
 /// A declared setting as a kind's param.
 const fn param(d: &params::Decl) -> ParamDecl {
@@ -83,14 +83,12 @@ fn params_map(
 pub struct Incremental;
 
 impl StageKind for Incremental {
-    fn name(&self) -> &'static str {
-        "incremental"
-    }
-    fn version(&self) -> u32 {
-        25
-    }
-    fn params(&self) -> &'static [ParamDecl] {
-        PARAMS.as_slice()
+    fn meta(&self) -> KindMeta {
+        KindMeta {
+            name: "incremental",
+            version: 25,
+            params: PARAMS.as_slice(),
+        }
     }
     fn expand(&self, input: &ExpandInput) -> Result<Vec<Expanded>, String> {
         let [data] = input.deps.as_slice() else {
@@ -223,14 +221,12 @@ macro_rules! chain_kind {
     ($ty:ident, $name:literal, $step:expr, $version:literal) => {
         pub struct $ty;
         impl StageKind for $ty {
-            fn name(&self) -> &'static str {
-                $name
-            }
-            fn version(&self) -> u32 {
-                $version
-            }
-            fn params(&self) -> &'static [ParamDecl] {
-                PARAMS.as_slice()
+            fn meta(&self) -> KindMeta {
+                KindMeta {
+                    name: $name,
+                    version: $version,
+                    params: PARAMS.as_slice(),
+                }
             }
             fn run(&self, ctx: &StageContext) -> anyhow::Result<()> {
                 run_chain_stage(ctx, $step)
@@ -371,14 +367,12 @@ fn read_plan(artifact: &Path) -> anyhow::Result<SplitPlan> {
 pub struct Augment;
 
 impl StageKind for Augment {
-    fn name(&self) -> &'static str {
-        "augment"
-    }
-    fn version(&self) -> u32 {
-        24
-    }
-    fn params(&self) -> &'static [ParamDecl] {
-        AUGMENT_PARAMS.as_slice()
+    fn meta(&self) -> KindMeta {
+        KindMeta {
+            name: "augment",
+            version: 24,
+            params: AUGMENT_PARAMS.as_slice(),
+        }
     }
     fn run(&self, sc: &StageContext) -> anyhow::Result<()> {
         let settings = DataSettings::from_params(params_map(&sc.params))?;
@@ -424,14 +418,12 @@ impl StageKind for Augment {
 pub struct Evaluate;
 
 impl StageKind for Evaluate {
-    fn name(&self) -> &'static str {
-        "evaluate"
-    }
-    fn version(&self) -> u32 {
-        25
-    }
-    fn params(&self) -> &'static [ParamDecl] {
-        PARAMS.as_slice()
+    fn meta(&self) -> KindMeta {
+        KindMeta {
+            name: "evaluate",
+            version: 25,
+            params: PARAMS.as_slice(),
+        }
     }
     fn run(&self, sc: &StageContext) -> anyhow::Result<()> {
         let l = load(sc)?;
