@@ -22,8 +22,15 @@ fi
 # tests/report.rs checks results/index.html in a real headless browser.
 command -v chromium >/dev/null || (apt-get update && apt-get install -y --no-install-recommends chromium)
 
-# Everything optimised (see Cargo.toml profiles); --locked keeps CI on Cargo.lock.
-cargo test --locked --no-fail-fast --all-targets 2>&1 | tee "$log" || status=1
+# Both crates of the workspace, examples included (see Cargo.toml profiles); --locked keeps
+# CI on Cargo.lock.
+cargo test --locked --no-fail-fast --workspace --all-targets 2>&1 | tee "$log" || status=1
+# The engine's README example, built by the line above, must run (on CIFAR-10 as the tests find it).
+cifar=${INCRPIPE_CIFAR10:-../shared/data/cifar-10-batches-bin}
+if ! target/debug/examples/incremental "$cifar" 2>&1 | tail -n 2; then
+  echo "the engine example (crates/engine/examples/incremental.rs) failed"
+  status=1
+fi
 if [ "$slurm_started" = 1 ]; then
   as_root scripts/slurm-down.sh || true
 fi

@@ -13,7 +13,8 @@ pub mod committer;
 pub mod dag;
 pub mod diag;
 pub mod download;
-pub mod engine;
+/// The training engine, its own crate (`crates/engine`): it depends on nothing here.
+pub use incrpipe_engine as engine;
 pub mod fsutil;
 pub mod gc;
 pub mod hash;

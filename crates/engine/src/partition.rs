@@ -6,8 +6,8 @@
 //! the first conv has the width of stage 1 and joins it (K = 3); for VGG-16 the rule gives
 //! 64x2 | 128x2 | 256x3 | 512x3 | 512x3 | dense 4096x2 (K = 6).
 
-use crate::engine::error::{EngineError, Result};
-use crate::engine::model::unit::{UnitKind, UnitSpec};
+use crate::error::{EngineError, Result};
+use crate::model::unit::{UnitKind, UnitSpec};
 use std::ops::Range;
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

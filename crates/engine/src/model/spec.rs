@@ -2,8 +2,8 @@
 //! of a network, which the partition groups into sub-networks and from which parameter and
 //! FLOP counts are derived analytically.
 
-use crate::engine::error::{EngineError, Result};
-use crate::engine::partition::Partition;
+use crate::error::{EngineError, Result};
+use crate::partition::Partition;
 
 pub use super::unit::{Feat, UnitKind, UnitSpec, classifier_macs, classifier_params};
 

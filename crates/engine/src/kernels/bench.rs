@@ -4,8 +4,8 @@
 
 use super::batchnorm::{self, BnGeom};
 use super::conv::{self, ConvGeom};
-use crate::engine::backend::{CpuTrainBackend, cpu_device};
-use crate::engine::model::spec::{Feat, NetSpec, UnitKind};
+use crate::backend::{CpuTrainBackend, cpu_device};
+use crate::model::spec::{Feat, NetSpec, UnitKind};
 use burn::prelude::*;
 use burn::tensor::TensorData;
 use std::time::Instant;

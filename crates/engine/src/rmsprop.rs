@@ -1,6 +1,6 @@
 //! RMSProp, computed as burn's `RmsProp` computes it (non-centred, no weight-decay term: the
 //! engine adds its L2 term to the loss), with its CPU update done by one fused kernel
-//! ([`crate::engine::kernels::rmsprop`]) instead of ~9 allocating tensor ops per parameter.
+//! ([`crate::kernels::rmsprop`]) instead of ~9 allocating tensor ops per parameter.
 //!
 //! The formula and the order of its f32 operations follow burn 0.21's `RmsProp`:
 //! `s = s * alpha + (g * g) * (1 - alpha)` (first step: `(g * g) * (1 - alpha)`),
@@ -13,7 +13,7 @@ use burn::optim::SimpleOptimizer;
 use burn::prelude::*;
 use burn::record::Record;
 
-use crate::engine::kernels;
+use crate::kernels;
 
 /// The optimiser (see the module documentation).
 #[derive(Debug, Clone, Copy)]

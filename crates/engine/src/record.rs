@@ -3,10 +3,10 @@
 
 use burn::tensor::backend::AutodiffBackend;
 
-use crate::engine::config::TrainConfig;
-use crate::engine::data::Cifar10;
-use crate::engine::model::{Net, NetSpec};
-use crate::engine::termination::StopReason;
+use crate::config::TrainConfig;
+use crate::data::Cifar10;
+use crate::model::{Net, NetSpec};
+use crate::termination::StopReason;
 
 /// What a phase does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

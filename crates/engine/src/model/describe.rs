@@ -1,7 +1,7 @@
 //! Human-readable description of a network and its partition (for `incrpipe model NET`).
 
 use super::spec::{NetSpec, classifier_macs, classifier_params};
-use crate::engine::flops;
+use crate::flops;
 use std::fmt::Write;
 
 fn human(x: u64) -> String {

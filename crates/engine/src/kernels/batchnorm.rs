@@ -286,7 +286,7 @@ fn sum_sq_centred(v: &[f32], mean: f32) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::kernels::micro::with_portable_kernel;
+    use crate::kernels::micro::with_portable_kernel;
 
     /// The row loops give the same bits AVX2-wide ([`wide`]) as at the baseline width (the
     /// portable switch turns `wide` off), for every variant of the forward and backward.

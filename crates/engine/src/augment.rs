@@ -6,8 +6,8 @@
 //! by (seed, epoch, position in the epoch), so the result does not depend on how rayon
 //! schedules the batch and a resumed run draws the same transforms.
 
-use crate::engine::data::{IMAGE_BYTES, ImageSet, Normalization};
-use crate::engine::rng;
+use crate::data::{IMAGE_BYTES, ImageSet, Normalization};
+use crate::rng;
 use rand::RngExt;
 use rayon::prelude::*;
 
@@ -130,6 +130,6 @@ mod tests {
         };
         let mut dst = vec![0f32; IMAGE_BYTES];
         apply(&img, Transform::IDENTITY, &norm, &mut dst);
-        assert_eq!(dst, crate::engine::data::to_tensor_data(&set, &[0], &norm));
+        assert_eq!(dst, crate::data::to_tensor_data(&set, &[0], &norm));
     }
 }

@@ -2,7 +2,7 @@
 //!
 //! burn's `RmsProp` runs ~9 tensor ops per parameter tensor, each a full pass that allocates
 //! its result; on VGG-16's 34 M parameters that is a large part of a CPU step. The arithmetic
-//! here is the same f32 operations in the same order (see [`crate::engine::rmsprop`]), so the
+//! here is the same f32 operations in the same order (see [`crate::rmsprop`]), so the
 //! results are the same bits. Element-wise only: deterministic for any number of threads.
 
 use rayon::prelude::*;

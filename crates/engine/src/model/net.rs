@@ -1,8 +1,8 @@
 //! burn modules of the networks and their seeded He initialisation.
 
 use super::spec::{Feat, NetSpec, UnitKind, UnitSpec};
-use crate::engine::kernels;
-use crate::engine::rng;
+use crate::kernels;
+use crate::rng;
 use burn::module::{Module, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
@@ -97,7 +97,7 @@ fn dense<B: Backend>(r: &mut ChaCha8Rng, din: usize, dout: usize, device: &B::De
 }
 
 /// BatchNorm of a feature map, then ReLU when `relu`: one fused kernel on the CPU backend
-/// (crate::engine::kernels), burn-nn's `BatchNorm` elsewhere.
+/// (crate::kernels), burn-nn's `BatchNorm` elsewhere.
 fn bn_forward<B: Backend>(bn: &BatchNorm<B>, x: Tensor<B, 4>, relu: bool) -> Tensor<B, 4> {
     match kernels::batch_norm(bn, x, relu) {
         Ok(y) => y,

@@ -11,7 +11,7 @@ const VECTOR_FLAGS: [&str; 5] = ["avx512f", "avx512vl", "avx2", "fma", "sse4_2"]
 /// `Intel(R) Xeon(R) Processor (x86_64 family 6: avx512f avx512vl avx2 fma sse4_2), kernels avx2+fma`.
 /// No `;` in it: the report joins distinct values with `;`.
 pub fn describe() -> String {
-    format!("{}, kernels {}", cpu(), crate::engine::kernels::path())
+    format!("{}, kernels {}", cpu(), crate::kernels::path())
 }
 
 /// The host CPU as `/proc/cpuinfo` names it (read once per process).

@@ -4,7 +4,7 @@
 //! to build, docs/performance.md). GPU: `Cuda`, only with
 //! the `cuda` cargo feature. Training code is generic over `B: AutodiffBackend`.
 
-use crate::engine::error::{EngineError, Result};
+use crate::error::{EngineError, Result};
 use std::fmt;
 use std::str::FromStr;
 
@@ -112,7 +112,7 @@ pub fn dispatch<W: WithBackend>(device: Device, w: W) -> Result<W::Output> {
 mod version_tests {
     #[test]
     fn burn_version_matches_the_lockfile() {
-        let lock = include_str!("../../Cargo.lock");
+        let lock = include_str!("../../../Cargo.lock");
         assert!(
             lock.contains(&format!(
                 "name = \"burn\"\nversion = \"{}\"",

@@ -17,7 +17,7 @@
 //! next, the usual "diminishing returns" point; Fig. 3 of the paper (ResNet-56: three phases in
 //! ~140 epochs) is consistent with windows of a few epochs.
 
-use crate::engine::params;
+use crate::params;
 
 /// Parameters of the criterion.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -119,7 +119,7 @@ fn rule(cfg: &TerminationConfig, accs: &[f64]) -> Option<StopReason> {
 
 /// Where the rule (and the cap) would have ended a phase whose validation accuracies over a
 /// long fixed run were `accs`: (epochs, reason), or None if neither fires within `accs`.
-/// Replays the decision made before each epoch, as [`crate::engine::train`] does.
+/// Replays the decision made before each epoch, as [`crate::train`] does.
 pub fn replay(cfg: &TerminationConfig, accs: &[f64]) -> Option<(usize, StopReason)> {
     (1..=accs.len()).find_map(|n| match decide(cfg, &accs[..n]) {
         Decision::Stop(r) => Some((n, r)),

@@ -17,20 +17,20 @@
 //! does), not to BatchNorm parameters and not to biases; burn's optimiser-level weight decay
 //! would touch every parameter. The reported train loss is the cross-entropy alone.
 
-pub use crate::engine::config::{Method, Optim, OptimConfig, TrainConfig};
-pub use crate::engine::record::{
+pub use crate::config::{Method, Optim, OptimConfig, TrainConfig};
+pub use crate::record::{
     Ctx, CurrentPhase, EpochRecord, PhaseKind, PhaseSummary, Progress, RunResult, RunState,
 };
 
-use crate::engine::augment;
-use crate::engine::checkpoint;
-use crate::engine::data::{ImageSet, Normalization, to_tensor_data};
-use crate::engine::error::{EngineError, Result};
-use crate::engine::flops;
-use crate::engine::model::{Act, Net, NetSpec, SubNet};
-use crate::engine::observe;
-use crate::engine::rng;
-use crate::engine::termination::{self, Decision, StopReason};
+use crate::augment;
+use crate::checkpoint;
+use crate::data::{ImageSet, Normalization, to_tensor_data};
+use crate::error::{EngineError, Result};
+use crate::flops;
+use crate::model::{Act, Net, NetSpec, SubNet};
+use crate::observe;
+use crate::rng;
+use crate::termination::{self, Decision, StopReason};
 use burn::module::AutodiffModule;
 use burn::nn::loss::CrossEntropyLoss;
 use burn::optim::{GradientsParams, Optimizer};
@@ -402,7 +402,7 @@ fn run_phase<B: AutodiffBackend>(
     let params = flops::net_params(spec, active);
     let loss_fn = CrossEntropyLoss::new(None, device);
     let last = is_last_phase(spec, kind, active);
-    let host = crate::engine::host::describe();
+    let host = crate::host::describe();
     if !progress.hosts.contains(&host) {
         progress.hosts.push(host);
     }

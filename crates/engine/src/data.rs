@@ -1,8 +1,8 @@
 //! CIFAR-10 (binary version): reading with validation, the seeded stratified train/validation
 //! split, per-class subsets and per-channel normalisation statistics.
 
-use crate::engine::error::{EngineError, Result};
-use crate::engine::rng;
+use crate::error::{EngineError, Result};
+use crate::rng;
 use std::path::{Path, PathBuf};
 
 pub const IMAGE_BYTES: usize = 3 * 32 * 32;
@@ -195,8 +195,8 @@ pub struct DataConfig {
 impl Default for DataConfig {
     fn default() -> Self {
         DataConfig {
-            val_fraction: crate::engine::params::default("val_fraction"),
-            split_seed: crate::engine::params::default("split_seed"),
+            val_fraction: crate::params::default("val_fraction"),
+            split_seed: crate::params::default("split_seed"),
             train_per_class: None,
             val_per_class: None,
             test_per_class: None,

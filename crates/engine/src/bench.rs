@@ -1,9 +1,9 @@
 //! Throughput benchmarks on synthetic data: training steps (forward, backward, RMSProp update,
 //! L2 term included) and inference. Warm-up steps first, then the median of the timed steps.
 
-use crate::engine::kernels::profile;
-use crate::engine::model::{Net, NetSpec};
-use crate::engine::train::OptimConfig;
+use crate::kernels::profile;
+use crate::model::{Net, NetSpec};
+use crate::train::OptimConfig;
 use burn::module::AutodiffModule;
 use burn::nn::loss::CrossEntropyLoss;
 use burn::optim::{GradientsParams, Optimizer};
@@ -23,7 +23,7 @@ pub struct BenchResult {
     /// disturbed figure, for comparing two builds run alternately.
     pub fastest_step_seconds: f64,
     pub images_per_sec: f64,
-    /// Mean seconds per timed step in each CPU kernel (crate::engine::kernels), then
+    /// Mean seconds per timed step in each CPU kernel (crate::kernels), then
     /// "other" (everything else: element-wise ops, pooling, loss, autodiff bookkeeping,
     /// allocation, the L2 term). Kernels that did not run (GPU, `INCRPIPE_KERNELS=reference`) read 0.
     pub breakdown: Vec<(String, f64)>,

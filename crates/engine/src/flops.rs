@@ -6,7 +6,7 @@
 //! (gradients w.r.t. inputs and weights) and nothing for frozen layers, since no backward pass
 //! runs through them. Validation/test passes are forward only and are counted separately.
 
-use crate::engine::model::spec::{NetSpec, classifier_macs, classifier_params};
+use crate::model::spec::{NetSpec, classifier_macs, classifier_params};
 
 pub const FLOPS_PER_MAC: u64 = 2;
 

@@ -5,7 +5,7 @@ use super::batchnorm::{self, BnGeom, BnStats};
 use super::conv::{self, ConvGeom};
 use super::dense;
 use super::profile::{Op, timed};
-use crate::engine::backend::cpu_device;
+use crate::backend::cpu_device;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
 use burn::backend::autodiff::grads::Gradients;
@@ -15,8 +15,8 @@ use burn::prelude::*;
 use burn::tensor::TensorPrimitive;
 use rayon::prelude::*;
 
-pub type Plain = crate::engine::backend::CpuBackend;
-pub type Ad = crate::engine::backend::CpuTrainBackend;
+pub type Plain = crate::backend::CpuBackend;
+pub type Ad = crate::backend::CpuTrainBackend;
 
 fn values(t: &FlexTensor) -> &[f32] {
     t.as_slice::<f32>().expect("a contiguous f32 tensor")

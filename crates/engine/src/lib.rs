@@ -1,7 +1,8 @@
 //! The training engine: data, augmentation, networks, partitions, FLOP accounting, the
 //! paper's termination rule, incremental training, checkpoints and benchmarks.
 //!
-//! This module knows nothing about the pipeline runner or the command line; the runner calls
+//! This crate knows nothing about the pipeline runner or the command line (`incrpipe`, which
+//! re-exports it as `incrpipe::engine`); the runner calls
 //! the phase functions in [`train`] and persists states with [`checkpoint`].
 
 pub mod augment;

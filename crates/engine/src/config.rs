@@ -4,11 +4,11 @@
 use burn::optim::adaptor::OptimizerAdaptor;
 use burn::tensor::backend::AutodiffBackend;
 
-use crate::engine::error::{EngineError, Result};
-use crate::engine::model::{Net, NetSpec};
-use crate::engine::params;
-use crate::engine::rmsprop::RmsProp;
-use crate::engine::termination::TerminationConfig;
+use crate::error::{EngineError, Result};
+use crate::model::{Net, NetSpec};
+use crate::params;
+use crate::rmsprop::RmsProp;
+use crate::termination::TerminationConfig;
 
 /// Training method of Table 2.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

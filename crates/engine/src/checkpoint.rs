@@ -16,10 +16,10 @@
 //! [`save_state`] / [`load_state`] use the same format to hand a state from one pipeline stage
 //! to the next.
 
-use crate::engine::config::Optim;
-use crate::engine::error::{EngineError, Result};
-use crate::engine::model::Net;
-use crate::engine::record::{Ctx, Progress, RunState};
+use crate::config::Optim;
+use crate::error::{EngineError, Result};
+use crate::model::Net;
+use crate::record::{Ctx, Progress, RunState};
 use burn::module::Module;
 use burn::optim::Optimizer;
 use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder, Recorder};
