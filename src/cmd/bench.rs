@@ -236,7 +236,7 @@ pub fn kernels(
         "{:<34} {:<32} {:>10} {:>10} {:>7} {:>8}",
         "op", "shape (x layers)", "kernel ms", "burn ms", "speedup", "GFLOP/s"
     );
-    let timings = incrpipe::engine::kernels::bench::run(&spec, batch, repeats, !without_burn);
+    let timings = incrpipe::engine::bench::kernels::run(&spec, batch, repeats, !without_burn);
     for t in &timings {
         println!(
             "{:<34} {:<32} {:>10.2} {:>10.2} {:>7.2} {:>8.1}",

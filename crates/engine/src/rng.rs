@@ -24,7 +24,6 @@ pub const TAG_SPLIT: u64 = 1;
 pub const TAG_INIT: u64 = 2;
 pub const TAG_SHUFFLE: u64 = 3;
 pub const TAG_AUGMENT: u64 = 4;
-pub const TAG_SUBSET: u64 = 5;
 
 /// Standard normal sample (Box-Muller); the distribution of He initialisation.
 pub fn normal(rng: &mut ChaCha8Rng) -> f64 {

@@ -16,7 +16,6 @@
 //! tests/engine_fastops.rs; against the definitions: the unit tests of `conv` and `micro`.
 
 pub mod batchnorm;
-pub mod bench;
 pub mod conv;
 mod dense;
 mod flex;

@@ -2,9 +2,9 @@
 //! shapes of a network (ResNet-20 at batch 128 by default), forward and backward, in ms per
 //! call and GFLOP/s.
 
-use super::batchnorm::{self, BnGeom};
-use super::conv::{self, ConvGeom};
 use crate::backend::{CpuTrainBackend, cpu_device};
+use crate::kernels::batchnorm::{self, BnGeom};
+use crate::kernels::conv::{self, ConvGeom};
 use crate::model::spec::{Feat, NetSpec, UnitKind};
 use burn::prelude::*;
 use burn::tensor::TensorData;

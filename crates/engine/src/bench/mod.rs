@@ -1,5 +1,9 @@
-//! Throughput benchmarks on synthetic data: training steps (forward, backward, RMSProp update,
-//! L2 term included) and inference. Warm-up steps first, then the median of the timed steps.
+//! The engine's benchmarks, all in this module: throughput of training steps (forward,
+//! backward, RMSProp update, L2 term included) and inference on synthetic data (here; warm-up
+//! steps first, then the median of the timed steps), and the kernels against burn's ops
+//! ([`kernels`]).
+
+pub mod kernels;
 
 use crate::kernels::profile;
 use crate::model::{Net, NetSpec};
