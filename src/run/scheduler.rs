@@ -83,6 +83,8 @@ pub(super) struct Scheduler<'a> {
     missed: BTreeSet<usize>,
     /// No stage starts any more (a failure without --keep-going, an interrupt).
     stop_new: bool,
+    /// The interrupt was acted on (running stages told to stop), even after a failure.
+    interrupt_handled: bool,
 }
 
 impl<'a> Scheduler<'a> {
@@ -121,13 +123,14 @@ impl<'a> Scheduler<'a> {
             again: BTreeMap::new(),
             missed: BTreeSet::new(),
             stop_new: false,
+            interrupt_handled: false,
         })
     }
 
     pub fn run(mut self) -> Result<RunSummary, RunError> {
         self.progress.start(self.plan.wanted.len());
         loop {
-            if interrupted() && !self.stop_new {
+            if interrupted() && !self.interrupt_handled {
                 self.interrupt();
             }
             if !self.stop_new {
@@ -389,6 +392,10 @@ impl<'a> Scheduler<'a> {
     /// The one failure path: the stage counts as failed and, without
     /// --keep-going, nothing new starts.
     fn fail(&mut self, i: usize, why: &str, log_tail: &str) {
+        // Nothing of it may linger: a retry, a wait for room, held slots, a backoff.
+        self.again.remove(&i);
+        self.missed.remove(&i);
+        self.exec.of(self.plan.on_slurm[i]).release(i, false);
         let name = self.ctx.name(i);
         self.progress.failed(name, why, log_tail);
         self.state[i] = State::Failed;
@@ -398,6 +405,7 @@ impl<'a> Scheduler<'a> {
 
     fn interrupt(&mut self) {
         self.stop_new = true;
+        self.interrupt_handled = true;
         self.progress.note("interrupt: stopping running stages");
         let mut dropped = self.exec.local.stop_all();
         if let Some(s) = self.exec.slurm.as_mut() {

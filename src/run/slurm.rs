@@ -32,9 +32,12 @@ pub(super) struct Slurm {
     backoff: BTreeMap<usize, (Instant, u32)>,
     /// Whether Slurm answered once (checked before the first submission).
     reachable: Option<Result<(), String>>,
-    /// This user's jobs by the stage key in their comment, asked of Slurm once per run:
-    /// jobs of earlier runners that may have no record.
+    /// This user's jobs of this cache by the stage key in their comment, asked of Slurm once
+    /// per run: jobs of earlier runners that may have no record.
     tagged: Option<BTreeMap<String, (String, String)>>,
+    /// Names this cache in the jobs' comments: the same pipeline in another checkout has the
+    /// same keys, and its jobs are not ours.
+    cache_id: String,
 }
 
 impl Slurm {
@@ -51,6 +54,7 @@ impl Slurm {
             backoff: BTreeMap::new(),
             reachable: None,
             tagged: None,
+            cache_id: client::cache_id(cache.root()),
         })
     }
 
@@ -82,13 +86,21 @@ impl Slurm {
     /// still knows it by its comment. Adopted jobs get their record.
     fn unrecorded(&mut self, key: &Key, stage: &str) -> Option<String> {
         let job = match self.files.read_any_status(key) {
-            Some(status) => status.job,
+            // Ended by itself: follow it to its outcome.
+            Some(status) if !status.terminated => status.job,
+            // Stopped (a cancel, a time limit): submitting afresh resumes from its checkpoint.
+            Some(_) => {
+                self.files.forget(key);
+                return None;
+            }
             None => {
+                let cache = &self.cache_id;
                 let tagged = self
                     .tagged
-                    .get_or_insert_with(|| client::tagged_jobs().unwrap_or_default());
-                match tagged.get(key.as_str()) {
-                    Some((job, state)) if !cluster::follow::is_final(state) => job.clone(),
+                    .get_or_insert_with(|| client::tagged_jobs(cache).unwrap_or_default());
+                // Taken once: a job adopted here and ended later must not be adopted again.
+                match tagged.remove(key.as_str()) {
+                    Some((job, state)) if !cluster::follow::is_final(&state) => job,
                     _ => return None,
                 }
             }
@@ -153,6 +165,7 @@ impl Slurm {
             &client::JobLabel {
                 stage: &node.spec.name,
                 key,
+                cache: &self.cache_id,
             },
             &res,
             &log,
@@ -270,7 +283,11 @@ impl Executor for Slurm {
         }
     }
 
-    fn release(&mut self, _: usize, _: bool) {}
+    fn release(&mut self, i: usize, keep: bool) {
+        if !keep {
+            self.backoff.remove(&i);
+        }
+    }
 
     /// Exactly the jobs of this run are cancelled; their records go, so a later
     /// run submits those stages afresh.

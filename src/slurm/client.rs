@@ -40,11 +40,19 @@ pub struct JobResources {
     pub mem: Option<String>,
 }
 
-/// What names a stage's job in Slurm: its stage in the job name, its key in
-/// the comment (how [`tagged_jobs`] finds a job that has no record).
+/// What names a stage's job in Slurm: its stage in the job name, its key and
+/// its cache in the comment (how [`tagged_jobs`] finds a job that has no record).
 pub struct JobLabel<'a> {
     pub stage: &'a str,
     pub key: &'a str,
+    /// [`cache_id`] of the runner's cache.
+    pub cache: &'a str,
+}
+
+/// A short name of a cache directory for job comments: the hash of its path.
+pub fn cache_id(root: &Path) -> String {
+    let path = root.canonicalize().unwrap_or_else(|_| root.to_path_buf());
+    blake3::hash(path.as_os_str().as_encoded_bytes()).to_hex()[..16].to_string()
 }
 
 /// The comment of a stage's job: a fixed prefix and the stage key.
@@ -62,7 +70,7 @@ pub fn sbatch_args(
     let mut a = vec![
         "--parsable".to_string(),
         format!("--job-name=incrpipe:{}", label.stage),
-        format!("--comment={TAG}{}", label.key),
+        format!("--comment={TAG}{}@{}", label.key, label.cache),
         format!("--output={}", log.display()),
         format!("--chdir={}", workspace.display()),
         // The script sets the environment itself (see script.rs).
@@ -187,24 +195,29 @@ pub fn states(jobs: &[String]) -> Option<BTreeMap<String, String>> {
 
 /// This user's jobs that Slurm still knows (finished ones too) and that carry
 /// a stage key in their comment: key -> (job id, state). `None`: squeue failed.
-pub fn tagged_jobs() -> Option<BTreeMap<String, (String, String)>> {
+pub fn tagged_jobs(cache: &str) -> Option<BTreeMap<String, (String, String)>> {
     let out =
         run_limited(Command::new("squeue").args(["-h", "--me", "--states=all", "-o", "%i|%T|%k"]))
             .ok()?;
     if !out.status.success() {
         return None;
     }
-    Some(parse_tagged(&String::from_utf8_lossy(&out.stdout)))
+    Some(parse_tagged(&String::from_utf8_lossy(&out.stdout), cache))
 }
 
-fn parse_tagged(text: &str) -> BTreeMap<String, (String, String)> {
+fn parse_tagged(text: &str, cache: &str) -> BTreeMap<String, (String, String)> {
     let mut jobs = BTreeMap::new();
     for l in text.lines() {
         let mut f = l.trim().splitn(3, '|');
         let (Some(id), Some(st), Some(comment)) = (f.next(), f.next(), f.next()) else {
             continue;
         };
-        if let Some(key) = comment.trim().strip_prefix(TAG) {
+        let ours = comment
+            .trim()
+            .strip_prefix(TAG)
+            .and_then(|rest| rest.split_once('@'))
+            .filter(|(_, c)| *c == cache);
+        if let Some((key, _)) = ours {
             // Of several jobs of one key (resubmissions), the newest wins.
             let newer = jobs
                 .get(key)
@@ -280,6 +293,7 @@ mod tests {
             &JobLabel {
                 stage: "train",
                 key: "k1",
+                cache: "c1",
             },
             &res,
             Path::new("/c/l.log"),
@@ -296,7 +310,7 @@ mod tests {
             "--qos=long",
             "--output=/c/l.log",
             "--job-name=incrpipe:train",
-            "--comment=incrpipe-key=k1",
+            "--comment=incrpipe-key=k1@c1",
         ] {
             assert!(a.contains(&want.to_string()), "{want} missing from {a:?}");
         }
@@ -306,10 +320,11 @@ mod tests {
     #[test]
     fn jobs_are_found_by_the_key_in_their_comment() {
         let m = parse_tagged(
-            "12|RUNNING|incrpipe-key=aa\n13|PENDING|someone else's job\n9|COMPLETED|incrpipe-key=bb\n\
-             10|TIMEOUT|incrpipe-key=aa\n",
+            "12|RUNNING|incrpipe-key=aa@c1\n13|PENDING|someone else's job\n9|COMPLETED|incrpipe-key=bb@c1\n\
+             10|TIMEOUT|incrpipe-key=aa@c1\n14|RUNNING|incrpipe-key=cc@c2\n",
+            "c1",
         );
-        assert_eq!(m.len(), 2, "{m:?}");
+        assert_eq!(m.len(), 2, "another cache's job is not ours: {m:?}");
         assert_eq!(
             m["aa"],
             ("12".to_string(), "RUNNING".to_string()),

@@ -68,6 +68,8 @@ fn settings_of(params: &serde_json::Map<String, Value>) -> anyhow::Result<(RunSe
         .and_then(|v| v.as_str().map(String::from))
         .unwrap_or_else(|| "cpu".into())
         .parse()?;
+    // Only the declared settings: a pipeline may add params it interpolates elsewhere.
+    p.retain(|k, _| params::DECLS.iter().any(|d| d.name == k));
     Ok((RunSettings::from_params(p)?, device))
 }
 
@@ -375,7 +377,10 @@ impl StageKind for Augment {
         }
     }
     fn run(&self, sc: &StageContext) -> anyhow::Result<()> {
-        let settings = DataSettings::from_params(params_map(&sc.params))?;
+        // Only the data settings: a pipeline may add params it interpolates elsewhere.
+        let mut data = params_map(&sc.params);
+        data.retain(|k, _| AUGMENT_PARAMS.iter().any(|d| d.name == k));
+        let settings = DataSettings::from_params(data)?;
         let cfg = settings.config();
         let [data] = sc.deps.as_slice() else {
             bail!("augment reads one dep, the CIFAR-10 directory")
