@@ -75,6 +75,12 @@ impl Committer {
             .expect("the committer thread lives until finish");
     }
 
+    /// Whether the committer's thread still runs (it ends only at [`Committer::finish`],
+    /// or by a panic).
+    pub fn is_alive(&self) -> bool {
+        self.thread.as_ref().is_some_and(|t| !t.is_finished())
+    }
+
     /// Waits until every submitted entry is committed.
     pub fn finish(&mut self) {
         drop(self.jobs.take());

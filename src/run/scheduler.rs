@@ -304,6 +304,19 @@ impl<'a> Scheduler<'a> {
         for (i, end) in ended {
             self.ended(i, end);
         }
+        // A committer that died (a panic) would leave its stages committing forever.
+        if !self.committer.is_alive() {
+            let stuck: Vec<usize> = (0..self.state.len())
+                .filter(|&i| matches!(self.state[i], State::Committing { .. }))
+                .collect();
+            for i in stuck {
+                self.fail(
+                    i,
+                    "ran, but its commit never finished: the committer stopped",
+                    "",
+                );
+            }
+        }
     }
 
     /// A running stage ended: committed, tried again, or failed.
@@ -425,11 +438,24 @@ impl<'a> Scheduler<'a> {
                 self.committed(i, result);
             }
         }
-        // Stages that failed a try and were to be tried again when the run stopped.
-        let pending: Vec<usize> = self.again.keys().copied().collect();
-        for i in pending {
+        // Stages that failed a try and were to be tried again, or whose submission was
+        // backing off, when the run stopped: each gets its line and its count.
+        let mut pending: Vec<(usize, &str)> = self
+            .again
+            .keys()
+            .map(|&i| (i, "was not tried again: the run stopped"))
+            .collect();
+        if let Some(s) = self.exec.slurm.as_ref() {
+            pending.extend(s.backing_off_stages().into_iter().map(|i| {
+                (
+                    i,
+                    "was not submitted: the run stopped while sbatch backed off",
+                )
+            }));
+        }
+        for (i, why) in pending {
             if matches!(self.state[i], State::Waiting) {
-                self.fail(i, "was not tried again: the run stopped", "");
+                self.fail(i, why, "");
             }
         }
         self.exec.local.clear_record(self.ctx.cache);

@@ -189,6 +189,11 @@ impl Slurm {
         Ok(job)
     }
 
+    /// Stages waiting to be submitted again after a transient sbatch failure.
+    pub fn backing_off_stages(&self) -> Vec<usize> {
+        self.backoff.keys().copied().collect()
+    }
+
     fn in_backoff(&self, i: usize) -> bool {
         self.backoff.get(&i).is_some_and(|b| Instant::now() < b.0)
     }
