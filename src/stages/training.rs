@@ -68,16 +68,18 @@ fn settings_of(params: &serde_json::Map<String, Value>) -> anyhow::Result<(RunSe
         .and_then(|v| v.as_str().map(String::from))
         .unwrap_or_else(|| "cpu".into())
         .parse()?;
-    // Only the declared settings: a pipeline may add params it interpolates elsewhere.
-    p.retain(|k, _| params::DECLS.iter().any(|d| d.name == k));
     Ok((RunSettings::from_params(p)?, device))
 }
 
+/// A stage's params that `decls` declares: a pipeline may add params it interpolates
+/// elsewhere (deps, outs, env), which are not settings.
 fn params_map(
     ctx_params: &std::collections::BTreeMap<String, Value>,
+    decls: &[ParamDecl],
 ) -> serde_json::Map<String, Value> {
     ctx_params
         .iter()
+        .filter(|(k, _)| decls.iter().any(|d| d.name == k.as_str()))
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect()
 }
@@ -99,7 +101,7 @@ impl StageKind for Incremental {
         let [out] = input.outs.as_slice() else {
             return Err("an `incremental` stage writes one out, the run directory (result.json, metrics.csv)".into());
         };
-        let map = params_map(&input.params);
+        let map = params_map(&input.params, &PARAMS);
         let (settings, _) = settings_of(&map).map_err(|e| format!("{e:#}"))?;
         let built = settings.build().map_err(|e| e.to_string())?;
         let k = built.spec.k();
@@ -251,7 +253,7 @@ struct Loaded {
 
 /// deps: [CIFAR-10 directory, augment artifact, previous chain stage (if any)].
 fn load(ctx: &StageContext) -> anyhow::Result<Loaded> {
-    let (settings, device) = settings_of(&params_map(&ctx.params))?;
+    let (settings, device) = settings_of(&params_map(&ctx.params, &PARAMS))?;
     let built = settings.build()?;
     let [data, artifact, ..] = ctx.deps.as_slice() else {
         bail!("a training stage reads the CIFAR-10 directory and the augment artifact")
@@ -377,10 +379,7 @@ impl StageKind for Augment {
         }
     }
     fn run(&self, sc: &StageContext) -> anyhow::Result<()> {
-        // Only the data settings: a pipeline may add params it interpolates elsewhere.
-        let mut data = params_map(&sc.params);
-        data.retain(|k, _| AUGMENT_PARAMS.iter().any(|d| d.name == k));
-        let settings = DataSettings::from_params(data)?;
+        let settings = DataSettings::from_params(params_map(&sc.params, &AUGMENT_PARAMS))?;
         let cfg = settings.config();
         let [data] = sc.deps.as_slice() else {
             bail!("augment reads one dep, the CIFAR-10 directory")
