@@ -22,9 +22,10 @@ fi
 # tests/report.rs checks results/index.html in a real headless browser.
 command -v chromium >/dev/null || (apt-get update && apt-get install -y --no-install-recommends chromium)
 
-# Both crates of the workspace, examples included (see Cargo.toml profiles); --locked keeps
-# CI on Cargo.lock.
-cargo test --locked --no-fail-fast --workspace --all-targets 2>&1 | tee "$log" || status=1
+# Both crates of the workspace (see Cargo.toml profiles); --locked keeps CI on Cargo.lock.
+# Without --all-targets, cargo test builds the examples as plain binaries (--all-targets
+# builds them only as test harnesses, and the run below would find no binary).
+cargo test --locked --no-fail-fast --workspace 2>&1 | tee "$log" || status=1
 # The engine's README example, built by the line above, must run (on CIFAR-10 as the tests find it).
 cifar=${INCRPIPE_CIFAR10:-../shared/data/cifar-10-batches-bin}
 if ! target/debug/examples/incremental "$cifar" 2>&1 | tail -n 2; then
