@@ -71,6 +71,8 @@ enum Cmd {
     Model(cmd::model::ModelArgs),
     /// Compare a results CSV with expected values, within per-column tolerances.
     Check(cmd::check::CheckArgs),
+    /// Table 2, the claims and the figures from run results alone (no cache).
+    Report(cmd::report::ReportArgs),
     /// Replay the termination rule over a run's recorded validation curve.
     Replay(cmd::replay::ReplayArgs),
     /// Benchmarks (figures in the README).
@@ -127,6 +129,7 @@ fn main() -> ExitCode {
         Cmd::Model(a) => report(cmd::model::run(a)),
         Cmd::Check(a) => cmd::check::run(a),
         Cmd::Replay(a) => report(cmd::replay::run(a)),
+        Cmd::Report(a) => report(cmd::report::run(&env, a)),
         Cmd::Bench(b) => cmd::bench::dispatch(b),
     }
 }

@@ -353,6 +353,69 @@ fn report_stage_is_cached_and_validates_its_deps() {
         .stdout_has("not a valid result.json");
 }
 
+#[test]
+fn report_command_writes_what_the_report_stage_writes() {
+    let ws = reported();
+    ws.run(&["report", "runs", "--out", "again", "--pipeline", "p.toml"])
+        .ok()
+        .stdout_has("report: 18 runs in 6 rows");
+    let names = |dir: &str| -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(ws.path().join(dir))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(names("again"), names("results"), "the same files");
+    for n in names("results") {
+        let a = std::fs::read(ws.path().join("results").join(&n)).unwrap();
+        let b = std::fs::read(ws.path().join("again").join(&n)).unwrap();
+        assert!(a == b, "{n} differs between the stage and the command");
+    }
+    // A flag overrides the pipeline's param; the title is in table2.md.
+    ws.run(&[
+        "report",
+        "runs",
+        "--out",
+        "titled",
+        "--title",
+        "Other title",
+    ])
+    .ok();
+    assert!(ws.read("titled/table2.md").contains("Other title"));
+
+    ws.run(&["report", "runs", "--out", "x", "--confidence", "1.5"])
+        .code(1)
+        .stderr_has("confidence must be a number in (0.5, 1)");
+    ws.run(&["report", "nowhere", "--out", "x"])
+        .code(1)
+        .stderr_has("nowhere: not a directory");
+    ws.file(
+        "q.toml",
+        "[pipeline]\nname = \"q\"\n[stages.a]\ncmd = \"true\"\n",
+    );
+    ws.run(&["report", "runs", "--out", "x", "--pipeline", "q.toml"])
+        .code(1)
+        .stderr_has("q.toml: no stage of kind `report`");
+    ws.run(&[
+        "report",
+        "runs",
+        "--out",
+        "x",
+        "--pipeline",
+        "p.toml",
+        "--stage",
+        "other",
+    ])
+    .code(1)
+    .stderr_has("no report stage `other` (report stages: report)");
+    assert!(
+        !ws.path().join("x").exists(),
+        "a failed report writes nothing"
+    );
+}
+
 // ---- incrpipe check ----
 
 fn rewrite(path: &Path, f: impl Fn(&[String], &mut Vec<Vec<String>>)) {

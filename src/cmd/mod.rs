@@ -8,6 +8,7 @@ pub mod gc;
 pub mod logs;
 pub mod model;
 pub mod replay;
+pub mod report;
 pub mod run;
 pub mod stage;
 pub mod status;

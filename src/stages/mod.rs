@@ -6,6 +6,8 @@ mod training;
 
 use crate::registry::{Registry, StageKind};
 
+pub use report::options as report_options;
+
 /// A registry of every kind shipped with incrpipe.
 pub fn registry() -> Registry {
     let mut r = Registry::empty();

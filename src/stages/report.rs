@@ -6,9 +6,11 @@
 //! them; the single out is the results directory, which receives table2.csv,
 //! table2.md, index.html and the figures (PNG and SVG).
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
+use serde_json::Value;
 
 use crate::registry::{KindMeta, ParamDecl, StageContext, StageKind};
 use crate::report::claims::ClaimOptions;
@@ -51,25 +53,7 @@ impl StageKind for Report {
         if ctx.deps.is_empty() {
             bail!("report needs deps: the run directories, or a directory that holds them")
         }
-        let defaults = ReportOptions::default();
-        let opts = ReportOptions {
-            title: ctx
-                .params
-                .get("title")
-                .and_then(|v| v.as_str())
-                .map_or(defaults.title, String::from),
-            claims: ClaimOptions {
-                level: number(ctx, "confidence", defaults.claims.level, |x| {
-                    x > 0.5 && x < 1.0
-                })
-                .context("confidence must be a number in (0.5, 1), e.g. 0.95")?,
-                margin_pp: number(ctx, "equivalence_margin", defaults.claims.margin_pp, |x| {
-                    x > 0.0
-                })
-                .context("equivalence_margin must be a positive number of accuracy points")?,
-                ..defaults.claims
-            },
-        };
+        let opts = options(&ctx.params)?;
         let deps: Vec<PathBuf> = ctx.deps.iter().map(PathBuf::from).collect();
         let s = write_report(&deps, std::path::Path::new(out), &opts)?;
         println!(
@@ -82,9 +66,43 @@ impl StageKind for Report {
     }
 }
 
+/// The report's options from a report stage's params; absent ones take their defaults.
+/// `incrpipe report` builds its options here too, so that it writes what the kind writes.
+pub fn options(params: &BTreeMap<String, Value>) -> anyhow::Result<ReportOptions> {
+    let defaults = ReportOptions::default();
+    let title = match params.get("title") {
+        None => defaults.title,
+        Some(v) => v.as_str().context("title must be a string")?.to_string(),
+    };
+    let level = number(params, "confidence", defaults.claims.level, |x| {
+        x > 0.5 && x < 1.0
+    })
+    .context("confidence must be a number in (0.5, 1), e.g. 0.95")?;
+    let margin_pp = number(
+        params,
+        "equivalence_margin",
+        defaults.claims.margin_pp,
+        |x| x > 0.0,
+    )
+    .context("equivalence_margin must be a positive number of accuracy points")?;
+    Ok(ReportOptions {
+        title,
+        claims: ClaimOptions {
+            level,
+            margin_pp,
+            ..defaults.claims
+        },
+    })
+}
+
 /// A numeric param, its default when absent; None when it is not a number `ok` accepts.
-fn number(ctx: &StageContext, name: &str, default: f64, ok: fn(f64) -> bool) -> Option<f64> {
-    match ctx.params.get(name) {
+fn number(
+    params: &BTreeMap<String, Value>,
+    name: &str,
+    default: f64,
+    ok: fn(f64) -> bool,
+) -> Option<f64> {
+    match params.get(name) {
         None => Some(default),
         Some(v) => v.as_f64().filter(|x| ok(*x)),
     }
