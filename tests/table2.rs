@@ -186,6 +186,10 @@ fn killed_training_stage_resumes_at_its_last_epoch() {
         }
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
+    // The running stage's log already shows its finished epoch (printed before the
+    // checkpoint is written).
+    let log = ws.run(&["logs", "run@method=baseline/train"]);
+    log.ok().stdout_has("epoch   1 train");
     child.kill().unwrap();
     child.wait().unwrap();
     assert!(

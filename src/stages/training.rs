@@ -24,6 +24,7 @@ use crate::engine::augment::MAX_SHIFT;
 use crate::engine::backend::{self, Device, WithBackend};
 use crate::engine::checkpoint;
 use crate::engine::data::{Cifar10, SplitPlan, load_cifar10};
+use crate::engine::observe;
 use crate::engine::outcome::{self, RunOutcome};
 use crate::engine::params;
 use crate::engine::settings::{Built, DataSettings, RunSettings};
@@ -349,11 +350,12 @@ fn chain_stage<B: AutodiffBackend>(
             epochs.map_or("?".into(), |e| e.to_string())
         );
     }
-    let before = input.progress.epochs_done;
-    let state = train::run_stage::<B>(ctx, input, stage, &sc.scratch, device)?;
-    for r in state.progress.records.iter().filter(|r| r.epoch > before) {
-        println!("{}", r.summary_line());
-    }
+    // Each epoch's line reaches the log as the epoch ends (stdout is line-buffered), so
+    // `incrpipe logs` shows a stage that trains for hours while it runs.
+    observe::set_observer(Some(std::sync::Arc::new(EpochLines)));
+    let state = train::run_stage::<B>(ctx, input, stage, &sc.scratch, device);
+    observe::set_observer(None);
+    let state = state?;
     checkpoint::save_state(Path::new(out), ctx, &state, None)?;
     Ok(())
 }
@@ -499,6 +501,16 @@ fn evaluate<B: AutodiffBackend>(
         o.run_id, o.test_accuracy, o.test_images, o.epochs, o.train_flops as f64
     );
     Ok(())
+}
+
+/// Prints every finished epoch to the stage's stdout, its log.
+struct EpochLines;
+
+impl observe::Observer for EpochLines {
+    fn batch(&self, _: &observe::BatchProgress) {}
+    fn epoch(&self, r: &train::EpochRecord) {
+        println!("{}", r.summary_line());
+    }
 }
 
 /// The commit of the workspace and whether the tree differs from it.
