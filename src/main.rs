@@ -59,8 +59,13 @@ enum Cmd {
         #[arg(long)]
         dot: bool,
     },
-    /// Print the latest log of a stage.
-    Logs { stage: String },
+    /// Print the latest log of a stage (with -f, follow it while the stage runs).
+    Logs {
+        stage: String,
+        /// Keep printing what the stage writes until it ends (stages of a local runner).
+        #[arg(short, long)]
+        follow: bool,
+    },
     /// Remove cache entries that no pipeline still reaches (given files, or pipelines/*.toml).
     Gc { files: Vec<PathBuf> },
     /// Re-hash every cache entry; remove and report corrupt ones.
@@ -121,7 +126,7 @@ fn main() -> ExitCode {
         Cmd::Run(a) => exit(cmd::run::run(&env, a)),
         Cmd::Status { file } => exit(cmd::status::run(&env, &file)),
         Cmd::Dag { file, dot } => exit(cmd::dag::run(&env, &file, dot)),
-        Cmd::Logs { stage } => exit(cmd::logs::run(&env, &stage)),
+        Cmd::Logs { stage, follow } => exit(cmd::logs::run(&env, &stage, follow)),
         Cmd::Gc { files } => exit(cmd::gc::gc(&env, files)),
         Cmd::Verify => exit(cmd::gc::verify(&env)),
         Cmd::Stage { kind } => exit(cmd::stage::run(&env, &kind)),

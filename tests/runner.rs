@@ -2,6 +2,7 @@
 
 mod common;
 
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::Ws;
@@ -455,6 +456,51 @@ fn thousand_stage_pipeline_reruns_exactly_the_cone() {
     // Stage (l, w) reads (l-1, w) and (l-1, w+1): the cone of column 7 at layer l is w in [7-l, 7].
     let cone: usize = (0..layers).map(|l| (l + 1).min(width)).sum();
     assert_eq!(ws.run(&["run", "p.toml"]).ok().ran(), cone);
+}
+
+#[test]
+fn logs_follow_prints_a_running_stage_until_it_ends() {
+    let ws = Ws::new();
+    ws.pipeline(
+        "[pipeline]\nname = \"f\"\n[stages.s]\ncmd = \"for i in 1 2 3 4; do echo line-$i; sleep 1; done; touch o\"\nouts = [\"o\"]\n",
+    );
+    let mut runner = ws
+        .command(&["run", "p.toml"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let log = ws.path().join("cache/logs/s.log");
+    let t0 = Instant::now();
+    while !std::fs::read_to_string(&log).is_ok_and(|l| l.contains("line-1")) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "the stage never logged"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let follower = ws
+        .command(&["logs", "-f", "s"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let seen_when_followed = std::fs::read_to_string(&log).unwrap();
+    let out = follower.wait_with_output().unwrap();
+    let followed = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    assert!(
+        !seen_when_followed.contains("line-4"),
+        "the stage ended before it could be followed: {seen_when_followed:?}"
+    );
+    assert_eq!(
+        followed, "line-1\nline-2\nline-3\nline-4\n",
+        "followed to the end"
+    );
+    assert!(runner.wait().unwrap().success());
+    // An ended stage's log is printed and -f returns at once.
+    let t = Instant::now();
+    ws.run(&["logs", "-f", "s"]).ok().stdout_has("line-4");
+    assert!(t.elapsed() < Duration::from_secs(5));
 }
 
 #[test]
