@@ -252,6 +252,20 @@ pub fn start_ticks(pid: i32) -> Option<u64> {
     after.split_whitespace().nth(19)?.parse().ok()
 }
 
+/// How long ago process `pid` started, from its start time and the system's uptime.
+pub fn age(pid: i32) -> Option<std::time::Duration> {
+    let ticks = start_ticks(pid)? as f64;
+    // SAFETY: sysconf only reads a configuration value.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let uptime: f64 = std::fs::read_to_string("/proc/uptime")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    (hz > 0.0).then(|| std::time::Duration::from_secs_f64((uptime - ticks / hz).max(0.0)))
+}
+
 /// Kills the process group of a stage left by a dead runner, if it is still the same group.
 pub fn end_orphan(pgid: i32, ticks: u64) -> bool {
     if start_ticks(pgid) == Some(ticks) || (ticks == 0 && group_alive(pgid)) {

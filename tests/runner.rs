@@ -459,7 +459,7 @@ fn thousand_stage_pipeline_reruns_exactly_the_cone() {
 }
 
 #[test]
-fn logs_follow_prints_a_running_stage_until_it_ends() {
+fn a_running_stage_is_followed_by_logs_f_and_shown_by_status() {
     let ws = Ws::new();
     ws.pipeline(
         "[pipeline]\nname = \"f\"\n[stages.s]\ncmd = \"for i in 1 2 3 4; do echo line-$i; sleep 1; done; touch o\"\nouts = [\"o\"]\n",
@@ -485,6 +485,11 @@ fn logs_follow_prints_a_running_stage_until_it_ends() {
         .spawn()
         .unwrap();
     let seen_when_followed = std::fs::read_to_string(&log).unwrap();
+    // status, from another process, shows the running stage with its latest log line.
+    let st = ws.run(&["status", "p.toml"]);
+    st.ok()
+        .stdout_has("running  s for 0m0")
+        .stdout_has(": line-");
     let out = follower.wait_with_output().unwrap();
     let followed = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success());
@@ -501,6 +506,10 @@ fn logs_follow_prints_a_running_stage_until_it_ends() {
     let t = Instant::now();
     ws.run(&["logs", "-f", "s"]).ok().stdout_has("line-4");
     assert!(t.elapsed() < Duration::from_secs(5));
+    assert!(
+        !ws.run(&["status", "p.toml"]).stdout.contains("running "),
+        "an ended stage is not shown as running"
+    );
 }
 
 #[test]
