@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
 
+use crate::protocol;
+
 /// What a run did, stage by stage (`incrpipe run`'s last line and its exit code).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct RunSummary {
@@ -27,18 +29,27 @@ pub trait Progress {
     fn skipped(&mut self, stage: &str);
     fn note(&mut self, text: &str);
     fn finish(&mut self, summary: &RunSummary);
+    /// A line a running local stage wrote to its log.
+    fn output(&mut self, stage: &str, line: &str) {
+        let _ = (stage, line);
+    }
     /// A stage's Slurm job changed state (SUBMITTED, PENDING, RUNNING...).
     fn job_state(&mut self, stage: &str, job: &str, state: &str) {
         let _ = (stage, job, state);
     }
 }
 
-/// Chooses the live display when stderr is a terminal, plain lines otherwise.
-pub fn for_terminal() -> Box<dyn Progress> {
+/// Chooses the live display when stderr is a terminal, plain lines otherwise. With
+/// `verbose`, every line the stages write is shown, prefixed with the stage; without it,
+/// only their progress lines ([`protocol::is_progress_line`]).
+pub fn for_terminal(verbose: bool) -> Box<dyn Progress> {
     if std::io::stderr().is_terminal() {
-        Box::new(Live::new())
+        Box::new(Live::new(verbose))
     } else {
-        Box::new(Lines::default())
+        Box::new(Lines {
+            verbose,
+            ..Lines::default()
+        })
     }
 }
 
@@ -50,6 +61,8 @@ struct Counts {
     running: Vec<String>,
     /// Slurm job states of running stages.
     jobs: std::collections::BTreeMap<String, String>,
+    /// The latest progress line of running stages.
+    latest: std::collections::BTreeMap<String, String>,
 }
 
 impl Counts {
@@ -68,6 +81,7 @@ impl Counts {
 #[derive(Default)]
 pub struct Lines {
     c: Counts,
+    verbose: bool,
 }
 
 impl Lines {
@@ -123,16 +137,22 @@ impl Progress for Lines {
     fn job_state(&mut self, stage: &str, job: &str, state: &str) {
         self.say(&format!("job   {stage}: Slurm job {job} {state}"));
     }
+    fn output(&mut self, stage: &str, line: &str) {
+        if self.verbose || protocol::is_progress_line(line) {
+            self.say(&format!("{stage}: {line}"));
+        }
+    }
 }
 
 /// The live display.
 pub struct Live {
     bar: ProgressBar,
     c: Counts,
+    verbose: bool,
 }
 
 impl Live {
-    fn new() -> Live {
+    fn new(verbose: bool) -> Live {
         let bar = ProgressBar::new(0);
         bar.set_style(
             ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {msg}").unwrap(),
@@ -141,6 +161,7 @@ impl Live {
         Live {
             bar,
             c: Counts::default(),
+            verbose,
         }
     }
     fn refresh(&self) {
@@ -151,9 +172,10 @@ impl Live {
                 .c
                 .running
                 .iter()
-                .map(|s| match self.c.jobs.get(s) {
-                    Some(st) => format!("{s} ({st})"),
-                    None => s.clone(),
+                .map(|s| match (self.c.jobs.get(s), self.c.latest.get(s)) {
+                    (Some(st), _) => format!("{s} ({st})"),
+                    (None, Some(line)) => format!("{s} ({})", shorten(line, 60)),
+                    (None, None) => s.clone(),
                 })
                 .collect();
             msg.push_str(&shown.join(", "));
@@ -187,6 +209,7 @@ impl Progress for Live {
     fn finished(&mut self, stage: &str, seconds: f64) {
         self.c.running.retain(|s| s != stage);
         self.c.jobs.remove(stage);
+        self.c.latest.remove(stage);
         self.c.done += 1;
         self.bar.println(format!("done  {stage} ({seconds:.1}s)"));
         self.refresh();
@@ -194,6 +217,7 @@ impl Progress for Live {
     fn failed(&mut self, stage: &str, why: &str, log_tail: &str) {
         self.c.running.retain(|s| s != stage);
         self.c.jobs.remove(stage);
+        self.c.latest.remove(stage);
         self.c.done += 1;
         self.bar.println(failure_text(stage, why, log_tail));
         self.refresh();
@@ -214,6 +238,24 @@ impl Progress for Live {
             .jobs
             .insert(stage.to_string(), format!("job {job} {state}"));
         self.refresh();
+    }
+    fn output(&mut self, stage: &str, line: &str) {
+        if self.verbose {
+            self.bar.println(format!("{stage}: {line}"));
+        }
+        if protocol::is_progress_line(line) {
+            self.c.latest.insert(stage.to_string(), line.to_string());
+            self.refresh();
+        }
+    }
+}
+
+/// `s` cut to `n` characters (an ellipsis marks the cut).
+fn shorten(s: &str, n: usize) -> String {
+    let s = s.split_whitespace().collect::<Vec<_>>().join(" ");
+    match s.char_indices().nth(n) {
+        Some((at, _)) => format!("{}...", &s[..at]),
+        None => s,
     }
 }
 

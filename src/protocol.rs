@@ -18,6 +18,15 @@ pub const SCRATCH: &str = "INCRPIPE_SCRATCH";
 pub const ATTEMPT: &str = "INCRPIPE_ATTEMPT";
 pub const CPUS: &str = "INCRPIPE_CPUS";
 
+/// What starts a progress line in a stage's output: the runner shows the latest beside the
+/// running stage and, in plain output, prints each one. Training stages write one per epoch
+/// (`epoch  12 train k=2 loss ...`); a shell stage may write its own.
+pub const PROGRESS_PREFIX: &str = "epoch ";
+
+pub fn is_progress_line(line: &str) -> bool {
+    line.starts_with(PROGRESS_PREFIX)
+}
+
 /// The params file (`$INCRPIPE_PARAMS`): what the stage computes from.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -59,5 +59,8 @@ fn every_shipped_pipeline_gives_all_methods_one_budget() {
         checked.push(path.file_name().unwrap().to_string_lossy().into_owned());
     }
     checked.sort();
-    assert_eq!(checked, ["table2-cpu.toml", "table2.toml"]);
+    assert_eq!(
+        checked,
+        ["table2-cpu.toml", "table2-mid.toml", "table2.toml"]
+    );
 }

@@ -459,6 +459,27 @@ fn thousand_stage_pipeline_reruns_exactly_the_cone() {
 }
 
 #[test]
+fn progress_lines_are_shown_and_verbose_shows_every_line() {
+    let ws = Ws::new();
+    ws.pipeline(
+        "[pipeline]\nname = \"v\"\n[stages.s]\ncmd = \"echo hello; echo 'epoch 1 of 2'; sleep 0.4; echo 'epoch 2 of 2'; printf tail; touch o\"\nouts = [\"o\"]\n",
+    );
+    let o = ws.run(&["run", "p.toml"]);
+    o.ok()
+        .stderr_has("s: epoch 1 of 2")
+        .stderr_has("s: epoch 2 of 2");
+    assert!(!o.stderr.contains("s: hello"), "{}", o.stderr);
+    let v = ws.run(&["run", "p.toml", "-v", "--force", "s"]);
+    v.ok().stderr_has("s: hello").stderr_has("s: epoch 2 of 2");
+    // The unfinished last line comes when the stage ends, before its `done` line.
+    let tail = v
+        .stderr
+        .find("s: tail")
+        .expect("the last line, without a newline");
+    assert!(tail < v.stderr.find("done  s").unwrap(), "{}", v.stderr);
+}
+
+#[test]
 fn a_running_stage_is_followed_by_logs_f_and_shown_by_status() {
     let ws = Ws::new();
     ws.pipeline(

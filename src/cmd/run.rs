@@ -33,6 +33,10 @@ pub struct RunArgs {
     /// Fail instead of waiting when another run holds the cache.
     #[arg(long)]
     no_wait: bool,
+    /// Show every line the stages write as it comes, prefixed with the stage (without it,
+    /// only their progress lines, such as a training stage's epochs).
+    #[arg(short, long)]
+    verbose: bool,
     /// Where stages run: `local` child processes, or one `slurm` job per
     /// stage (a stage with `executor = "local"` still runs here).
     #[arg(long, value_enum, default_value_t = Executor::Local)]
@@ -67,9 +71,10 @@ pub fn run(env: &Env, a: RunArgs) -> Result<(), ExitCode> {
         );
         return Ok(());
     }
+    let verbose = a.verbose;
     let opts = options(env, a);
     run::install_signal_handlers();
-    let mut p = progress::for_terminal();
+    let mut p = progress::for_terminal(verbose);
     match run::run(&dag, &cache, &opts, p.as_mut()) {
         Ok(_) => Ok(()),
         Err(RunError::Input(m)) => Err(fail(2, &m)),

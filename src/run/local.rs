@@ -9,6 +9,7 @@ use std::sync::mpsc::Sender;
 use std::time::{Duration, Instant};
 
 use super::executor::{Ctx, Ended, Event, Executor, Outcome, Ready, Start, outs_present, prepare};
+use super::output::LogTail;
 use crate::cache::{Cache, CacheError, Key, RunningRec};
 use crate::committer::Source;
 use crate::fsutil::remove_path;
@@ -19,6 +20,8 @@ use crate::resources::Pool;
 
 /// How long stages get to exit after SIGTERM before SIGKILL.
 const GRACE: Duration = Duration::from_secs(10);
+/// How often the running stages' logs are read for the progress display.
+const LOG_READ_EVERY: Duration = Duration::from_millis(250);
 
 /// One running stage's process group.
 struct Proc {
@@ -29,6 +32,8 @@ struct Proc {
     timed_out: bool,
     /// The entry being built (its log and params file are in it).
     entry_tmp: PathBuf,
+    /// What the runner has read of its log.
+    log: LogTail,
 }
 
 /// CPU slots and devices a stage holds, from its start until its last try ends.
@@ -42,6 +47,8 @@ pub(super) struct Local {
     held: BTreeMap<usize, Held>,
     procs: BTreeMap<usize, Proc>,
     events: Sender<Event>,
+    /// When the running stages' logs were last read.
+    logs_read: Instant,
 }
 
 impl Local {
@@ -51,6 +58,25 @@ impl Local {
             held: BTreeMap::new(),
             procs: BTreeMap::new(),
             events,
+            logs_read: Instant::now(),
+        }
+    }
+
+    /// Hands the lines stage `i` (or, with `None`, every running stage) appended to its
+    /// log to `progress`; `flush` also hands an unfinished last line (the stage ended).
+    pub fn read_logs(
+        &mut self,
+        ctx: Ctx,
+        only: Option<usize>,
+        flush: bool,
+        progress: &mut dyn Progress,
+    ) {
+        for (&i, p) in self.procs.iter_mut() {
+            if only.is_none_or(|o| o == i) {
+                for line in p.log.lines(flush) {
+                    progress.output(ctx.name(i), &line);
+                }
+            }
         }
     }
 
@@ -91,6 +117,7 @@ impl Local {
                         started: Instant::now(),
                         term_sent: None,
                         timed_out: false,
+                        log: LogTail::new(tmp.join("log")),
                         entry_tmp: tmp,
                     },
                 );
@@ -215,7 +242,11 @@ impl Executor for Local {
         }
     }
 
-    fn poll(&mut self, ctx: Ctx, _: &mut dyn Progress) -> Vec<(usize, Ended)> {
+    fn poll(&mut self, ctx: Ctx, progress: &mut dyn Progress) -> Vec<(usize, Ended)> {
+        if self.logs_read.elapsed() >= LOG_READ_EVERY {
+            self.logs_read = Instant::now();
+            self.read_logs(ctx, None, false, progress);
+        }
         // Timeouts, and SIGKILL for stages that ignored SIGTERM.
         for (&i, p) in self.procs.iter_mut() {
             if let Some(t) = ctx.node(i).spec.timeout

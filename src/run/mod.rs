@@ -7,6 +7,7 @@
 
 mod executor;
 mod local;
+mod output;
 mod plan;
 mod scheduler;
 mod slurm;

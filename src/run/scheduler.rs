@@ -302,6 +302,12 @@ impl<'a> Scheduler<'a> {
             }
         }
         for (i, end) in ended {
+            // The rest of an ended local stage's output, before its end is reported.
+            if !self.plan.on_slurm[i] {
+                self.exec
+                    .local
+                    .read_logs(ctx, Some(i), true, &mut *self.progress);
+            }
             self.ended(i, end);
         }
         // A committer that died (a panic) would leave its stages committing forever.
