@@ -205,6 +205,17 @@ impl Dag {
         })
     }
 
+    /// The given stages and everything that (transitively) depends on them.
+    pub fn descendants(&self, roots: &[usize]) -> BTreeSet<usize> {
+        let mut seen: BTreeSet<usize> = roots.iter().copied().collect();
+        for &i in &self.order {
+            if self.nodes[i].upstream.iter().any(|u| seen.contains(u)) {
+                seen.insert(i);
+            }
+        }
+        seen
+    }
+
     /// The given stages and everything they (transitively) need.
     pub fn closure(&self, roots: &[usize]) -> BTreeSet<usize> {
         let mut seen = BTreeSet::new();

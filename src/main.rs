@@ -80,6 +80,8 @@ enum Cmd {
     Report(cmd::report::ReportArgs),
     /// Replay the termination rule over a run's recorded validation curve.
     Replay(cmd::replay::ReplayArgs),
+    /// Print a shell completion script: `source <(incrpipe completions bash)`.
+    Completions { shell: clap_complete::Shell },
     /// Benchmarks (figures in the README).
     #[command(subcommand)]
     Bench(cmd::bench::BenchCmd),
@@ -99,6 +101,7 @@ fn main() -> ExitCode {
             | Cmd::Model { .. }
             | Cmd::Replay(_)
             | Cmd::Bench(_)
+            | Cmd::Completions { .. }
     ) {
         // Commands that only read and print end quietly when their reader goes away
         // (`incrpipe dag p.toml | head`), as Unix tools do, instead of panicking on
@@ -136,5 +139,14 @@ fn main() -> ExitCode {
         Cmd::Replay(a) => report(cmd::replay::run(a)),
         Cmd::Report(a) => report(cmd::report::run(&env, a)),
         Cmd::Bench(b) => cmd::bench::dispatch(b),
+        Cmd::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut <Cli as clap::CommandFactory>::command(),
+                "incrpipe",
+                &mut std::io::stdout(),
+            );
+            ExitCode::SUCCESS
+        }
     }
 }

@@ -459,6 +459,71 @@ fn thousand_stage_pipeline_reruns_exactly_the_cone() {
 }
 
 #[test]
+fn downstream_runs_a_stage_and_what_depends_on_it() {
+    let ws = Ws::new();
+    ws.pipeline(
+        "[pipeline]\nname = \"d\"\n\
+         [stages.a]\ncmd = \"touch a\"\nouts = [\"a\"]\n\
+         [stages.b]\ncmd = \"touch b\"\ndeps = [\"a\"]\nouts = [\"b\"]\n\
+         [stages.c]\ncmd = \"touch c\"\ndeps = [\"b\"]\nouts = [\"c\"]\n\
+         [stages.e]\ncmd = \"touch e\"\ndeps = [\"a\"]\nouts = [\"e\"]\n\
+         [stages.x]\ncmd = \"touch x\"\nouts = [\"x\"]\n",
+    );
+    let o = ws.run(&["run", "p.toml", "--downstream", "b"]);
+    assert_eq!(
+        o.ok().counts(),
+        (3, 0, 0),
+        "b, what depends on it (c) and what b needs (a)"
+    );
+    for (f, made) in [
+        ("a", true),
+        ("b", true),
+        ("c", true),
+        ("e", false),
+        ("x", false),
+    ] {
+        assert_eq!(ws.exists(f), made, "{f}");
+    }
+    ws.run(&["run", "p.toml", "--downstream", "nope"])
+        .code(2)
+        .stderr_has("--downstream `nope` matches no stage");
+}
+
+#[test]
+fn bash_completion_completes_subcommands_and_flags() {
+    let ws = Ws::new();
+    let script = ws.run(&["completions", "bash"]);
+    script.ok();
+    ws.file("incrpipe.bash", &script.stdout);
+    let complete = |words: &str| -> String {
+        let n = words.split(' ').count() - 1;
+        let cur = words.rsplit(' ').next().unwrap();
+        let cmd = format!(
+            "source ./incrpipe.bash; COMP_WORDS=({words}); COMP_CWORD={n}; COMP_LINE='{words}'; \
+             COMP_POINT=${{#COMP_LINE}}; _incrpipe incrpipe '{cur}' ''; printf '%s\\n' \"${{COMPREPLY[@]}}\""
+        );
+        let out = std::process::Command::new("bash")
+            .arg("-c")
+            .arg(&cmd)
+            .current_dir(ws.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let subs = complete("incrpipe re");
+    assert!(subs.lines().any(|l| l == "report"), "{subs}");
+    assert!(subs.lines().any(|l| l == "replay"), "{subs}");
+    let flags = complete("incrpipe run --dry");
+    assert!(flags.lines().any(|l| l == "--dry-run"), "{flags}");
+    ws.run(&["completions", "tcsh"]).code(2);
+}
+
+#[test]
 fn progress_lines_are_shown_and_verbose_shows_every_line() {
     let ws = Ws::new();
     ws.pipeline(

@@ -24,6 +24,9 @@ pub struct RunArgs {
     /// Show what would run, and why, without running anything.
     #[arg(long)]
     dry_run: bool,
+    /// Run these stages and every stage that depends on them (and what those need).
+    #[arg(long, num_args = 1.., value_name = "STAGE")]
+    downstream: Vec<String>,
     /// Run these stages even when cached.
     #[arg(long, num_args = 1..)]
     force: Vec<String>,
@@ -97,6 +100,7 @@ fn options(env: &Env, a: RunArgs) -> RunOptions {
         keep_going: a.keep_going,
         force: a.force,
         targets: a.stages,
+        downstream: a.downstream,
         stage_exe: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("incrpipe")),
         wait_for_lock: !a.no_wait,
         slurm: (a.executor == Executor::Slurm).then(|| SlurmOptions {

@@ -30,6 +30,8 @@ pub struct RunOptions {
     pub force: Vec<String>,
     /// Selectors of stages to run (with what they need); empty = all.
     pub targets: Vec<String>,
+    /// Stages to run with everything that depends on them (`--downstream`).
+    pub downstream: Vec<String>,
     /// The binary that runs built-in kinds (`EXE __stage KIND`).
     pub stage_exe: PathBuf,
     /// Wait for a cache held by another runner instead of failing.

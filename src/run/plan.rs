@@ -29,19 +29,28 @@ impl Plan {
             .collect();
         check_gpus(dag, opts, &on_slurm)?;
         let specs: Vec<_> = dag.nodes.iter().map(|n| n.spec.clone()).collect();
-        let wanted = if opts.targets.is_empty() {
+        let matching = |t: &str, what: &str| {
+            let m = select(&specs, t);
+            if m.is_empty() {
+                Err(RunError::Input(format!(
+                    "{what}`{t}` matches no stage; see `incrpipe dag FILE` for the stage names"
+                )))
+            } else {
+                Ok(m)
+            }
+        };
+        let wanted = if opts.targets.is_empty() && opts.downstream.is_empty() {
             (0..dag.nodes.len()).collect()
         } else {
             let mut roots = Vec::new();
             for t in &opts.targets {
-                let m = select(&specs, t);
-                if m.is_empty() {
-                    return Err(RunError::Input(format!(
-                        "no stage matches `{t}`; see `incrpipe dag FILE` for the stage names"
-                    )));
-                }
-                roots.extend(m);
+                roots.extend(matching(t, "")?);
             }
+            let mut below = Vec::new();
+            for t in &opts.downstream {
+                below.extend(matching(t, "--downstream ")?);
+            }
+            roots.extend(dag.descendants(&below));
             dag.closure(&roots)
         };
         let mut forced = BTreeSet::new();
