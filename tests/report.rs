@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::Ws;
+use common::{Ws, png_size};
 
 /// Per-epoch training cost of a method in the synthetic runs: look-ahead is
 /// made 10x cheaper on network `resnet20` (the paper's own network: the report
@@ -297,13 +297,6 @@ fn a_single_seed_asserts_nothing() {
         "{s}"
     );
     assert!(md.contains("(paper 88.93, Δ -28.93)"), "{md}");
-}
-
-fn png_size(bytes: &[u8]) -> (u32, u32) {
-    assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n", "not a PNG");
-    assert_eq!(&bytes[12..16], b"IHDR");
-    let be = |b: &[u8]| u32::from_be_bytes(b.try_into().unwrap());
-    (be(&bytes[16..20]), be(&bytes[20..24]))
 }
 
 #[test]

@@ -153,3 +153,11 @@ pub fn kind_label(name: &str) -> String {
         .unwrap_or_else(|| panic!("no built-in kind {name:?}"));
     format!("[kind: {name} v{}]", kind.version())
 }
+
+/// Width and height from a PNG's IHDR chunk.
+pub fn png_size(bytes: &[u8]) -> (u32, u32) {
+    assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n", "not a PNG");
+    assert_eq!(&bytes[12..16], b"IHDR");
+    let be = |i: usize| u32::from_be_bytes(bytes[i..i + 4].try_into().unwrap());
+    (be(16), be(20))
+}
