@@ -53,6 +53,36 @@ pub fn manifest(
     })
 }
 
+/// `old` (a stage's last manifest) and the current one, restricted to what is known before
+/// the upstream stages have run: everything but the deps that a stage makes. `None` when a
+/// dep cannot be read.
+pub fn own_parts(
+    node: &Node,
+    old: &Manifest,
+    workspace: &Path,
+    stats: &mut StatCache,
+) -> Option<(Manifest, Manifest)> {
+    let mut old = old.clone();
+    let mut deps = BTreeMap::new();
+    for (dep, producer) in node.deps.iter().zip(&node.producers) {
+        if producer.is_some() {
+            old.deps.remove(&dep.key_form());
+        } else {
+            let hash = stats.path_hash(&dep.resolve(workspace)).ok()?;
+            deps.insert(dep.key_form(), hash);
+        }
+    }
+    let new = Manifest {
+        action: action_string(&node.spec.action),
+        params: node.spec.params.clone(),
+        matrix: node.spec.matrix.clone(),
+        deps,
+        outs: node.outs.iter().map(WPath::key_form).collect(),
+        env: node.spec.env.clone(),
+    };
+    Some((old, new))
+}
+
 fn from_entry(meta: &EntryMeta, dep: &WPath) -> Option<String> {
     let dep = dep.inside()?.to_string_lossy().into_owned();
     meta.outs.iter().find_map(|o| {

@@ -43,10 +43,25 @@ pub fn status(dag: &Dag, cache: &Cache, workspace: &Path) -> Vec<StageStatus> {
             .map(|u| dag.nodes[*u].spec.name.clone())
             .collect();
         let st = if !pending.is_empty() {
+            // What changed in the stage's own inputs is known now, whatever its upstream does.
+            let own = cache.last_manifest(&name).and_then(|(_, old)| {
+                let (old, new) = keys::own_parts(node, &old, workspace, &mut stats)?;
+                (old != new).then(|| changes(&old, &new))
+            });
+            let verdict = match own {
+                Some(mut why) => {
+                    why.push(format!(
+                        "after {} (it runs unless an entry for its new inputs is cached)",
+                        pending.join(", ")
+                    ));
+                    Verdict::Run(why)
+                }
+                None => Verdict::AfterUpstream(pending),
+            };
             StageStatus {
                 stage: name,
                 key: None,
-                verdict: Verdict::AfterUpstream(pending),
+                verdict,
             }
         } else {
             match keys::manifest(node, &|u| metas.get(&u).cloned(), workspace, &mut stats) {

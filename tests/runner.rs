@@ -69,6 +69,22 @@ fn changed_dep_reruns_exactly_its_cone() {
 }
 
 #[test]
+fn status_names_what_changed_in_a_stage_below_one_that_runs() {
+    let ws = chain();
+    ws.run(&["run", "p.toml"]).ok();
+    ws.file("in.txt", "world\n");
+    ws.pipeline(&CHAIN.replace("tr a-z A-Z", "tr a-z A-Z | cat"));
+    ws.run(&["status", "p.toml"])
+        .ok()
+        .stdout_has("run      a: dep `in.txt` changed")
+        .stdout_has(
+            "run      b: command changed; after a (it runs unless an entry for its new inputs is cached)",
+        )
+        .stdout_has("pending  c: after b (unless early cut-off spares it)")
+        .stdout_has("2 to run, 1 waiting on upstream");
+}
+
+#[test]
 fn params_used_enter_the_key_and_others_do_not() {
     let ws = chain();
     ws.run(&["run", "p.toml"]).ok();
