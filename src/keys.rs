@@ -43,14 +43,7 @@ pub fn manifest(
         };
         deps.insert(dep.key_form(), hash);
     }
-    Ok(Manifest {
-        action: action_string(&node.spec.action),
-        params: node.spec.params.clone(),
-        matrix: node.spec.matrix.clone(),
-        deps,
-        outs: node.outs.iter().map(WPath::key_form).collect(),
-        env: node.spec.env.clone(),
-    })
+    Ok(with_deps(node, deps))
 }
 
 /// `old` (a stage's last manifest) and the current one, restricted to what is known before
@@ -72,15 +65,19 @@ pub fn own_parts(
             deps.insert(dep.key_form(), hash);
         }
     }
-    let new = Manifest {
+    Some((old, with_deps(node, deps)))
+}
+
+/// The manifest of `node` with these dep hashes.
+fn with_deps(node: &Node, deps: BTreeMap<String, String>) -> Manifest {
+    Manifest {
         action: action_string(&node.spec.action),
         params: node.spec.params.clone(),
         matrix: node.spec.matrix.clone(),
         deps,
         outs: node.outs.iter().map(WPath::key_form).collect(),
         env: node.spec.env.clone(),
-    };
-    Some((old, new))
+    }
 }
 
 fn from_entry(meta: &EntryMeta, dep: &WPath) -> Option<String> {

@@ -1,6 +1,8 @@
 //! `incrpipe status`: what a run would do, and why; and, while a local runner works on the
 //! pipeline, which of its stages are running, for how long, and their latest log line.
 
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -36,15 +38,29 @@ fn running(dag: &Dag, cache: &Cache) -> String {
             .root()
             .join("logs")
             .join(format!("{}.log", incrpipe::cache::sanitize(&r.stage)));
-        let text = std::fs::read_to_string(log).unwrap_or_default();
-        let last = text.lines().rev().find(|l| !l.trim().is_empty());
+        let last = last_line(&log);
         t.push_str(&format!(
             "running  {} for {}m{:02}s: {}\n",
             r.stage,
             age / 60,
             age % 60,
-            last.unwrap_or("(nothing logged yet)")
+            last.as_deref().unwrap_or("(nothing logged yet)")
         ));
     }
     t
+}
+
+/// The last non-empty line of a log, reading only its end (a stage's log may be large).
+fn last_line(path: &Path) -> Option<String> {
+    const TAIL: u64 = 8192;
+    let mut f = File::open(path).ok()?;
+    let len = f.metadata().ok()?.len();
+    f.seek(SeekFrom::Start(len.saturating_sub(TAIL))).ok()?;
+    let mut buf = Vec::new();
+    f.read_to_end(&mut buf).ok()?;
+    let text = String::from_utf8_lossy(&buf);
+    text.lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .map(String::from)
 }

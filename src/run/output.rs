@@ -4,7 +4,7 @@
 //! are shown without it).
 
 use std::fs::File;
-use std::io::{Read, Seek, SeekFrom};
+use std::io::Read;
 use std::path::PathBuf;
 
 /// At most this much of a log is read per look, so that a stage that floods its log
@@ -13,7 +13,8 @@ const MAX_READ: u64 = 1 << 20;
 
 pub(super) struct LogTail {
     path: PathBuf,
-    pos: u64,
+    /// Opened on the first look that finds the log; its offset is what has been read.
+    file: Option<File>,
     partial: Vec<u8>,
 }
 
@@ -21,7 +22,7 @@ impl LogTail {
     pub fn new(path: PathBuf) -> LogTail {
         LogTail {
             path,
-            pos: 0,
+            file: None,
             partial: Vec::new(),
         }
     }
@@ -29,15 +30,11 @@ impl LogTail {
     /// The complete lines appended since the last call; with `flush`, also an unfinished
     /// last line (the stage has ended).
     pub fn lines(&mut self, flush: bool) -> Vec<String> {
-        let grown = std::fs::metadata(&self.path).is_ok_and(|m| m.len() > self.pos);
-        if grown && let Ok(mut f) = File::open(&self.path) {
-            let mut buf = Vec::new();
-            if f.seek(SeekFrom::Start(self.pos)).is_ok()
-                && let Ok(n) = f.take(MAX_READ).read_to_end(&mut buf)
-            {
-                self.pos += n as u64;
-                self.partial.extend_from_slice(&buf);
-            }
+        if self.file.is_none() {
+            self.file = File::open(&self.path).ok();
+        }
+        if let Some(f) = &mut self.file {
+            let _ = f.take(MAX_READ).read_to_end(&mut self.partial);
         }
         let mut out = Vec::new();
         while let Some(nl) = self.partial.iter().position(|&b| b == b'\n') {
