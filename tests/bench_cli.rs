@@ -36,6 +36,64 @@ fn bench_train_reports_median_and_fastest_step() {
         json["fastest_step_seconds"].as_f64().unwrap(),
     );
     assert!(fastest > 0.0 && fastest <= median, "{json}");
+    // The FLOP rate is the rate of images times the network's FLOPs per training image.
+    let (ips, gflops) = (
+        json["images_per_sec"].as_f64().unwrap(),
+        json["gflops"].as_f64().unwrap(),
+    );
+    let spec = incrpipe::engine::model::NetSpec::parse("resnet8-w4").unwrap();
+    let per_image = incrpipe::engine::flops::train_flops_per_image(&spec, spec.k(), 0) as f64;
+    assert!(
+        (gflops * 1e9 / ips / per_image - 1.0).abs() < 1e-9,
+        "{json}: {per_image} FLOPs per image"
+    );
+    o.stdout_has("GFLOP/s at the median step");
+}
+
+/// `bench peak`: one line per vector width the CPU has and thread count, JSON for each, the
+/// host named; a thread count of 0 is refused with the flag named.
+#[test]
+fn bench_peak_measures_every_width_the_cpu_has() {
+    let ws = Ws::new();
+    let o = ws.run(&[
+        "bench",
+        "peak",
+        "--threads",
+        "1,2",
+        "--repeats",
+        "1",
+        "--seconds",
+        "0.01",
+    ]);
+    o.ok().stdout_has("host: ");
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let has = |f: &str| cpuinfo.split_whitespace().any(|w| w == f);
+    let mut widths = Vec::new();
+    if has("fma") && has("avx") {
+        widths.extend(["xmm", "ymm"]);
+    }
+    if has("avx512f") {
+        widths.push("zmm");
+    }
+    let peaks: Vec<serde_json::Value> = o
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(peaks.len(), 2 * widths.len(), "{}", o.stdout);
+    for w in widths {
+        for t in [1, 2] {
+            let p = peaks
+                .iter()
+                .find(|p| p["width"] == w && p["threads"] == t)
+                .unwrap_or_else(|| panic!("no {w} peak on {t} threads:\n{}", o.stdout));
+            assert!(p["gflops"].as_f64().unwrap() > 0.1, "{p}");
+        }
+    }
+    ws.run(&["bench", "peak", "--threads", "0"])
+        .code(1)
+        .stderr_has("--threads: a thread count must be at least 1");
 }
 
 #[cfg(not(feature = "tch"))]

@@ -163,7 +163,7 @@ fn a_bad_kernel_path_stops_every_command_before_it_runs() {
     assert_eq!(o.status.code(), Some(2), "{err}");
     assert!(
         err.contains("INCRPIPE_KERNELS=\"avx3\" is not a kernel path")
-            && err.contains("auto, reference, portable or avx2+fma"),
+            && err.contains("auto, reference, portable, avx2+fma or avx512"),
         "{err}"
     );
     assert!(ws.runs().is_empty(), "a stage ran");

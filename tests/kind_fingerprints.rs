@@ -508,6 +508,23 @@ fn kind_versions_follow_their_results() {
         eprintln!("kernel path {p}: not run (this CPU lacks it); its recorded lines are kept");
     }
 
+    // AVX-512 widens tiles and row loops, never a sum: every case gives AVX2's bits.
+    if let (Some(a), Some(b)) = (
+        by_path.get(&KernelPath::Avx2Fma),
+        by_path.get(&KernelPath::Avx512),
+    ) {
+        let bits = |ls: &[Line]| -> Vec<String> {
+            ls.iter()
+                .map(|l| format!("{} in={} out={}", l.case, l.input, l.output))
+                .collect()
+        };
+        assert_eq!(
+            bits(a),
+            bits(b),
+            "the avx512 and avx2+fma kernel paths give different results"
+        );
+    }
+
     // The test can tell: another path's bits, taken as this one's, move every training
     // case and leave the split and the download alone.
     if let (Some(a), Some(b)) = (

@@ -31,6 +31,18 @@ pub enum BenchCmd {
     Infer(BenchArgs),
     /// Data augmentation on one core: images/s.
     Augment(BenchArgs),
+    /// The CPU's f32 multiply-add peak per vector width, on each thread count: GFLOP/s.
+    Peak {
+        /// Thread counts to measure, comma-separated.
+        #[arg(long, value_delimiter = ',', default_values_t = [1, 2])]
+        threads: Vec<usize>,
+        /// Runs per figure (the median is reported).
+        #[arg(long, default_value_t = 5)]
+        repeats: usize,
+        /// Seconds per run.
+        #[arg(long, default_value_t = 0.5)]
+        seconds: f64,
+    },
     /// The CPU kernels against burn's ops on a network's layer shapes: ms per call.
     Kernels {
         /// The network whose distinct layer shapes are timed.
@@ -59,6 +71,11 @@ pub fn dispatch(cmd: BenchCmd) -> ExitCode {
             repeats,
             without_burn,
         } => super::report(kernels(&net, batch, repeats, without_burn)),
+        BenchCmd::Peak {
+            threads,
+            repeats,
+            seconds,
+        } => super::report(peak(&threads, repeats, seconds)),
         BenchCmd::Runner {
             width,
             layers,
@@ -210,6 +227,10 @@ fn report(r: &BenchResult, device: &str) -> anyhow::Result<()> {
         r.fastest_step_seconds,
         r.batch as f64 / r.fastest_step_seconds
     );
+    println!(
+        "  {:.1} GFLOP/s at the median step (set it beside `incrpipe bench peak`)",
+        r.gflops
+    );
     let step: f64 = r.breakdown.iter().map(|b| b.1).sum();
     for (what, secs) in &r.breakdown {
         println!(
@@ -219,6 +240,35 @@ fn report(r: &BenchResult, device: &str) -> anyhow::Result<()> {
         );
     }
     println!("{}", serde_json::to_string(&r)?);
+    Ok(())
+}
+
+/// `incrpipe bench peak`: one line per vector width and thread count, then each as JSON.
+fn peak(threads: &[usize], repeats: usize, seconds: f64) -> anyhow::Result<()> {
+    if threads.contains(&0) {
+        bail!("--threads: a thread count must be at least 1");
+    }
+    if !(seconds > 0.0 && seconds.is_finite()) {
+        bail!("--seconds {seconds}: give a positive number of seconds per run");
+    }
+    let peaks = incrpipe::engine::bench::peak::measure(threads, repeats, seconds);
+    if peaks.is_empty() {
+        bail!("this CPU has no FMA instructions the peak benchmark knows (x86-64 FMA, AVX-512F)");
+    }
+    println!("host: {}", incrpipe::engine::host::cpu());
+    for p in &peaks {
+        println!(
+            "fma f32 {} ({:>2} lanes), {} thread{}: {:8.1} GFLOP/s (median of {repeats})",
+            p.width,
+            p.lanes,
+            p.threads,
+            if p.threads == 1 { " " } else { "s" },
+            p.gflops
+        );
+    }
+    for p in &peaks {
+        println!("{}", serde_json::to_string(p)?);
+    }
     Ok(())
 }
 

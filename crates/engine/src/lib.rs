@@ -13,7 +13,7 @@ mod config;
 pub mod data;
 mod error;
 pub mod flops;
-mod host;
+pub mod host;
 pub mod kernels;
 pub mod model;
 pub mod observe;

@@ -1,9 +1,10 @@
 //! The engine's benchmarks, all in this module: throughput of training steps (forward,
 //! backward, RMSProp update, L2 term included) and inference on synthetic data (here; warm-up
-//! steps first, then the median of the timed steps), and the kernels against burn's ops
-//! ([`kernels`]).
+//! steps first, then the median of the timed steps), the kernels against burn's ops
+//! ([`kernels`]) and the CPU's multiply-add peak ([`peak`]).
 
 pub mod kernels;
+pub mod peak;
 
 use crate::kernels::profile;
 use crate::model::{Net, NetSpec};
@@ -27,6 +28,10 @@ pub struct BenchResult {
     /// disturbed figure, for comparing two builds run alternately.
     pub fastest_step_seconds: f64,
     pub images_per_sec: f64,
+    /// The network's FLOPs at the median step's rate (crate::flops: 2 per multiply-add;
+    /// training counts the forward once and the trained part's backward twice), to set
+    /// beside `incrpipe bench peak`.
+    pub gflops: f64,
     /// Mean seconds per timed step in each CPU kernel (crate::kernels), then
     /// "other" (everything else: element-wise ops, pooling, loss, autodiff bookkeeping,
     /// allocation, the L2 term). Kernels that did not run (GPU, `INCRPIPE_KERNELS=reference`) read 0.
@@ -101,6 +106,8 @@ pub fn bench_train<B: AutodiffBackend>(
         median_step_seconds: m,
         fastest_step_seconds: fastest,
         images_per_sec: batch as f64 / m,
+        gflops: batch as f64 / m * crate::flops::train_flops_per_image(spec, spec.k(), 0) as f64
+            / 1e9,
         breakdown: rows,
     }
 }
@@ -140,6 +147,7 @@ pub fn bench_infer<B: AutodiffBackend>(
         median_step_seconds: m,
         fastest_step_seconds: fastest,
         images_per_sec: batch as f64 / m,
+        gflops: batch as f64 / m * crate::flops::flops_per_inference(spec, spec.k()) as f64 / 1e9,
         breakdown: rows,
     }
 }

@@ -286,10 +286,11 @@ fn sum_sq_centred(v: &[f32], mean: f32) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernels::micro::with_portable_kernel;
+    use crate::kernels::micro::{on_fused_paths, with_portable_kernel};
 
-    /// The row loops give the same bits AVX2-wide ([`wide`]) as at the baseline width (the
-    /// portable switch turns `wide` off), for every variant of the forward and backward.
+    /// The row loops give the same bits AVX2- and AVX-512-wide ([`wide`]) as at the baseline
+    /// width (the portable switch turns `wide` off), for every variant of the forward and
+    /// backward.
     #[test]
     fn wide_loops_give_the_baseline_bits() {
         let g = BnGeom { n: 3, c: 5, l: 37 };
@@ -315,13 +316,15 @@ mod tests {
             out.extend([y, d1, d2, dx, dg1, db1, dg2, db2]);
             out
         };
-        let (fast, baseline) = (all(), with_portable_kernel(all));
-        for (i, (f, b)) in fast.iter().zip(&baseline).enumerate() {
-            let same = f.iter().zip(b).all(|(f, b)| f.to_bits() == b.to_bits());
-            assert!(
-                same,
-                "output {i} differs between the wide and the baseline loops"
-            );
+        let baseline = with_portable_kernel(all);
+        for (path, fast) in on_fused_paths("batchnorm row loops", all) {
+            for (i, (f, b)) in fast.iter().zip(&baseline).enumerate() {
+                let same = f.iter().zip(b).all(|(f, b)| f.to_bits() == b.to_bits());
+                assert!(
+                    same,
+                    "output {i} differs between the {path} and the baseline loops"
+                );
+            }
         }
     }
 }

@@ -672,6 +672,7 @@ fn check(g: &ConvGeom, x: &[f32], weight: &[f32], y: &[f32]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernels::micro::{assert_fused_paths_agree, on_every_path};
 
     /// Every (output element, input element, weight element) that the convolution multiplies:
     /// the definition, as flat indices into y, x and the weight.
@@ -754,35 +755,37 @@ mod tests {
 
     #[test]
     fn forward_matches_the_definition_for_odd_shapes() {
-        for (x, w, s, p) in [
-            ([2, 3, 7, 5], [4, 3, 3, 3], [1, 1], [1, 1]),
-            ([3, 2, 8, 9], [5, 2, 3, 3], [2, 2], [1, 1]),
-            ([1, 4, 6, 6], [2, 4, 1, 1], [2, 1], [0, 0]),
-            ([2, 1, 4, 4], [3, 1, 5, 5], [1, 1], [2, 2]),
-            ([1, 2, 3, 3], [1, 2, 3, 3], [3, 3], [0, 0]),
-            // Weight gradient in two chunks of samples (16 + 4) and channel blocks.
-            ([20, 5, 4, 8], [3, 5, 3, 3], [1, 1], [1, 1]),
-        ] {
-            let g = ConvGeom::new(x, w, s, p).unwrap();
-            let (xv, wv, dy) = inputs(&g);
-            let mut y = vec![f32::NAN; g.n * g.out_len()];
-            forward(&g, &xv, &wv, None, &mut y);
-            let mut dx = vec![f32::NAN; g.n * g.in_len()];
-            backward_input(&g, &dy, &wv, &mut dx);
-            let (dw, _) = backward_weight(&g, &xv, &dy);
-            for (what, got, want) in [
-                ("forward", y, naive(&g, &xv, &wv)),
-                ("input gradient", dx, naive_input_gradient(&g, &dy, &wv)),
-                ("weight gradient", dw, naive_weight_gradient(&g, &xv, &dy)),
+        on_every_path("forward matches the definition for odd shapes", || {
+            for (x, w, s, p) in [
+                ([2, 3, 7, 5], [4, 3, 3, 3], [1, 1], [1, 1]),
+                ([3, 2, 8, 9], [5, 2, 3, 3], [2, 2], [1, 1]),
+                ([1, 4, 6, 6], [2, 4, 1, 1], [2, 1], [0, 0]),
+                ([2, 1, 4, 4], [3, 1, 5, 5], [1, 1], [2, 2]),
+                ([1, 2, 3, 3], [1, 2, 3, 3], [3, 3], [0, 0]),
+                // Weight gradient in two chunks of samples (16 + 4) and channel blocks.
+                ([20, 5, 4, 8], [3, 5, 3, 3], [1, 1], [1, 1]),
             ] {
-                for (a, b) in got.iter().zip(&want) {
-                    assert!(
-                        (a - b).abs() <= 1e-4 * (1.0 + b.abs()),
-                        "{g:?} {what}: {a} vs {b}"
-                    );
+                let g = ConvGeom::new(x, w, s, p).unwrap();
+                let (xv, wv, dy) = inputs(&g);
+                let mut y = vec![f32::NAN; g.n * g.out_len()];
+                forward(&g, &xv, &wv, None, &mut y);
+                let mut dx = vec![f32::NAN; g.n * g.in_len()];
+                backward_input(&g, &dy, &wv, &mut dx);
+                let (dw, _) = backward_weight(&g, &xv, &dy);
+                for (what, got, want) in [
+                    ("forward", y, naive(&g, &xv, &wv)),
+                    ("input gradient", dx, naive_input_gradient(&g, &dy, &wv)),
+                    ("weight gradient", dw, naive_weight_gradient(&g, &xv, &dy)),
+                ] {
+                    for (a, b) in got.iter().zip(&want) {
+                        assert!(
+                            (a - b).abs() <= 1e-4 * (1.0 + b.abs()),
+                            "{g:?} {what}: {a} vs {b}"
+                        );
+                    }
                 }
             }
-        }
+        });
     }
 
     /// Tiles of one output row (and of a row and a half, rounded down to one) give what a
@@ -826,44 +829,49 @@ mod tests {
     /// micro-tiles. The weight gradient reads the same phased copy.
     #[test]
     fn implicit_and_packed_paths_agree_with_the_definitions() {
-        for (x, w, p, s) in [
-            ([3, 5, 6, 8], [7, 5, 3, 3], [1, 1], [1, 1]),
-            ([2, 30, 4, 16], [13, 30, 3, 3], [1, 1], [1, 1]),
-            ([2, 6, 5, 8], [8, 6, 1, 1], [0, 0], [1, 1]),
-            ([1, 2, 6, 16], [3, 2, 5, 5], [2, 2], [1, 1]),
-            ([2, 5, 32, 32], [16, 5, 3, 3], [1, 1], [2, 2]),
-            ([1, 3, 17, 16], [4, 3, 3, 3], [1, 1], [2, 2]),
-            ([2, 4, 16, 16], [6, 4, 1, 1], [0, 0], [2, 2]),
-            ([1, 2, 7, 48], [3, 2, 3, 3], [0, 0], [1, 3]),
-        ] {
-            let g = ConvGeom::new(x, w, s, p).unwrap();
-            assert_eq!(g.path(), Path::Implicit, "{g:?}");
-            let (xv, wv, dy) = inputs(&g);
-            let w_at = |r: usize, kk: usize| wv[r * g.k() + kk];
-            let close = |a: &[f32], b: &[f32], what: &str| {
-                for (i, (a, b)) in a.iter().zip(b).enumerate() {
-                    assert!(
-                        (a - b).abs() <= 1e-4 * (1.0 + b.abs()),
-                        "{g:?} {what} [{i}]: {a} vs {b}"
-                    );
+        on_every_path(
+            "implicit and packed paths agree with the definitions",
+            || {
+                for (x, w, p, s) in [
+                    ([3, 5, 6, 8], [7, 5, 3, 3], [1, 1], [1, 1]),
+                    ([2, 30, 4, 16], [13, 30, 3, 3], [1, 1], [1, 1]),
+                    ([2, 6, 5, 8], [8, 6, 1, 1], [0, 0], [1, 1]),
+                    ([1, 2, 6, 16], [3, 2, 5, 5], [2, 2], [1, 1]),
+                    ([2, 5, 32, 32], [16, 5, 3, 3], [1, 1], [2, 2]),
+                    ([1, 3, 17, 16], [4, 3, 3, 3], [1, 1], [2, 2]),
+                    ([2, 4, 16, 16], [6, 4, 1, 1], [0, 0], [2, 2]),
+                    ([1, 2, 7, 48], [3, 2, 3, 3], [0, 0], [1, 3]),
+                ] {
+                    let g = ConvGeom::new(x, w, s, p).unwrap();
+                    assert_eq!(g.path(), Path::Implicit, "{g:?}");
+                    let (xv, wv, dy) = inputs(&g);
+                    let w_at = |r: usize, kk: usize| wv[r * g.k() + kk];
+                    let close = |a: &[f32], b: &[f32], what: &str| {
+                        for (i, (a, b)) in a.iter().zip(b).enumerate() {
+                            assert!(
+                                (a - b).abs() <= 1e-4 * (1.0 + b.abs()),
+                                "{g:?} {what} [{i}]: {a} vs {b}"
+                            );
+                        }
+                    };
+                    let want = naive(&g, &xv, &wv);
+                    for path in [Path::Implicit, Path::Packed { columns: 7 }, Path::Batched] {
+                        let mut y = vec![f32::NAN; g.n * g.out_len()];
+                        forward_with(&g, &xv, w_at, None, &mut y, path);
+                        close(&y, &want, &format!("forward {path:?}"));
+                    }
+                    let want = naive_input_gradient(&g, &dy, &wv);
+                    let mut dx = vec![f32::NAN; g.n * g.in_len()];
+                    backward_input(&g, &dy, &wv, &mut dx);
+                    close(&dx, &want, "input gradient, transposed");
+                    let mut dx = vec![f32::NAN; g.n * g.in_len()];
+                    backward_input_strided(&g, &dy, &wv, &mut dx, 7);
+                    close(&dx, &want, "input gradient, col2im");
+                    let (dw, _) = backward_weight(&g, &xv, &dy);
+                    close(&dw, &naive_weight_gradient(&g, &xv, &dy), "weight gradient");
                 }
-            };
-            let want = naive(&g, &xv, &wv);
-            for path in [Path::Implicit, Path::Packed { columns: 7 }, Path::Batched] {
-                let mut y = vec![f32::NAN; g.n * g.out_len()];
-                forward_with(&g, &xv, w_at, None, &mut y, path);
-                close(&y, &want, &format!("forward {path:?}"));
-            }
-            let want = naive_input_gradient(&g, &dy, &wv);
-            let mut dx = vec![f32::NAN; g.n * g.in_len()];
-            backward_input(&g, &dy, &wv, &mut dx);
-            close(&dx, &want, "input gradient, transposed");
-            let mut dx = vec![f32::NAN; g.n * g.in_len()];
-            backward_input_strided(&g, &dy, &wv, &mut dx, 7);
-            close(&dx, &want, "input gradient, col2im");
-            let (dw, _) = backward_weight(&g, &xv, &dy);
-            close(&dw, &naive_weight_gradient(&g, &xv, &dy), "weight gradient");
-        }
+            },
+        );
     }
 
     /// Small stride-1 images take the pixels path (forward, input gradient and weight
@@ -873,60 +881,97 @@ mod tests {
     /// one block of micro::KC.
     #[test]
     fn pixels_path_agrees_with_the_definitions() {
-        for (x, w, p) in [
-            ([3, 5, 4, 4], [7, 5, 3, 3], [1, 1]),
-            ([2, 4, 2, 2], [3, 4, 3, 3], [1, 1]),
-            ([9, 3, 1, 1], [4, 3, 3, 3], [1, 1]),
-            ([2, 3, 3, 3], [5, 3, 3, 3], [1, 1]),
-            ([2, 2, 4, 4], [3, 2, 5, 5], [2, 2]),
-            ([2, 3, 4, 3], [2, 3, 1, 1], [0, 0]),
-            ([2, 3, 4, 3], [2, 3, 3, 3], [0, 0]),
-            ([2, 3, 2, 4], [4, 3, 3, 3], [1, 0]),
+        on_every_path("pixels path agrees with the definitions", || {
+            for (x, w, p) in [
+                ([3, 5, 4, 4], [7, 5, 3, 3], [1, 1]),
+                ([2, 4, 2, 2], [3, 4, 3, 3], [1, 1]),
+                ([9, 3, 1, 1], [4, 3, 3, 3], [1, 1]),
+                ([2, 3, 3, 3], [5, 3, 3, 3], [1, 1]),
+                ([2, 2, 4, 4], [3, 2, 5, 5], [2, 2]),
+                ([2, 3, 4, 3], [2, 3, 1, 1], [0, 0]),
+                ([2, 3, 4, 3], [2, 3, 3, 3], [0, 0]),
+                ([2, 3, 2, 4], [4, 3, 3, 3], [1, 0]),
+                ([17, 40, 4, 4], [20, 40, 3, 3], [1, 1]),
+                ([4, 300, 2, 2], [33, 300, 3, 3], [1, 1]),
+            ] {
+                let g = ConvGeom::new(x, w, [1, 1], p).unwrap();
+                assert_eq!(g.path(), Path::Pixels, "{g:?}");
+                let (xv, wv, dy) = inputs(&g);
+                let close = |a: &[f32], b: &[f32], what: &str| {
+                    assert_eq!(a.len(), b.len());
+                    for (i, (a, b)) in a.iter().zip(b).enumerate() {
+                        assert!(
+                            (a - b).abs() <= 1e-4 * (1.0 + b.abs()),
+                            "{g:?} {what} [{i}]: {a} vs {b}"
+                        );
+                    }
+                };
+                let want = naive(&g, &xv, &wv);
+                let mut y = vec![f32::NAN; g.n * g.out_len()];
+                forward(&g, &xv, &wv, None, &mut y);
+                close(&y, &want, "forward");
+                let w_at = |r: usize, kk: usize| wv[r * g.k() + kk];
+                let mut y = vec![f32::NAN; g.n * g.out_len()];
+                forward_with(&g, &xv, w_at, None, &mut y, Path::Batched);
+                close(&y, &want, "forward, batched");
+                let bias: Vec<f32> = (0..g.cout).map(|c| c as f32 - 1.5).collect();
+                let mut yb = vec![f32::NAN; g.n * g.out_len()];
+                forward(&g, &xv, &wv, Some(&bias), &mut yb);
+                let with_bias: Vec<f32> = want
+                    .iter()
+                    .enumerate()
+                    .map(|(i, v)| v + bias[i / g.p() % g.cout])
+                    .collect();
+                close(&yb, &with_bias, "forward with bias");
+                let mut dx = vec![f32::NAN; g.n * g.in_len()];
+                backward_input(&g, &dy, &wv, &mut dx);
+                close(&dx, &naive_input_gradient(&g, &dy, &wv), "input gradient");
+                let (dw, db) = backward_weight(&g, &xv, &dy);
+                close(&dw, &naive_weight_gradient(&g, &xv, &dy), "weight gradient");
+                let want_db: Vec<f32> = (0..g.cout)
+                    .map(|co| {
+                        (0..g.n)
+                            .map(|s| dy[(s * g.cout + co) * g.p()..][..g.p()].iter().sum::<f32>())
+                            .sum()
+                    })
+                    .collect();
+                close(&db, &want_db, "bias gradient");
+            }
+        });
+    }
+
+    /// AVX-512 gives AVX2's bits on every convolution path: implicit on 32x32, 16x16 and
+    /// 8x8 images (whose 16 columns are two runs of 8 apart), strided, packed, batched and
+    /// pixels, forward and both gradients.
+    #[test]
+    fn every_fma_path_gives_the_same_bits() {
+        for (x, w, s) in [
+            ([2, 3, 32, 32], [16, 3, 3, 3], [1, 1]),
+            ([2, 16, 16, 16], [32, 16, 3, 3], [1, 1]),
+            ([3, 32, 8, 8], [40, 32, 3, 3], [1, 1]),
+            ([2, 16, 32, 32], [32, 16, 3, 3], [2, 2]),
+            ([9, 3, 7, 5], [4, 3, 3, 3], [1, 1]),
             ([17, 40, 4, 4], [20, 40, 3, 3], [1, 1]),
-            ([4, 300, 2, 2], [33, 300, 3, 3], [1, 1]),
         ] {
-            let g = ConvGeom::new(x, w, [1, 1], p).unwrap();
-            assert_eq!(g.path(), Path::Pixels, "{g:?}");
+            let g = ConvGeom::new(x, w, s, [1, 1]).unwrap();
             let (xv, wv, dy) = inputs(&g);
-            let close = |a: &[f32], b: &[f32], what: &str| {
-                assert_eq!(a.len(), b.len());
-                for (i, (a, b)) in a.iter().zip(b).enumerate() {
-                    assert!(
-                        (a - b).abs() <= 1e-4 * (1.0 + b.abs()),
-                        "{g:?} {what} [{i}]: {a} vs {b}"
-                    );
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<u32>>();
+            assert_fused_paths_agree(&format!("{g:?}"), || {
+                let mut y = vec![0f32; g.n * g.out_len()];
+                forward(&g, &xv, &wv, None, &mut y);
+                let mut dx = vec![0f32; g.n * g.in_len()];
+                backward_input(&g, &dy, &wv, &mut dx);
+                let (dw, _) = backward_weight(&g, &xv, &dy);
+                let mut paths = vec![bits(&y), bits(&dx), bits(&dw)];
+                for path in [Path::Packed { columns: 7 }, Path::Batched] {
+                    let w_at = |r: usize, kk: usize| wv[r * g.k() + kk];
+                    forward_with(&g, &xv, w_at, None, &mut y, path);
+                    paths.push(bits(&y));
                 }
-            };
-            let want = naive(&g, &xv, &wv);
-            let mut y = vec![f32::NAN; g.n * g.out_len()];
-            forward(&g, &xv, &wv, None, &mut y);
-            close(&y, &want, "forward");
-            let w_at = |r: usize, kk: usize| wv[r * g.k() + kk];
-            let mut y = vec![f32::NAN; g.n * g.out_len()];
-            forward_with(&g, &xv, w_at, None, &mut y, Path::Batched);
-            close(&y, &want, "forward, batched");
-            let bias: Vec<f32> = (0..g.cout).map(|c| c as f32 - 1.5).collect();
-            let mut yb = vec![f32::NAN; g.n * g.out_len()];
-            forward(&g, &xv, &wv, Some(&bias), &mut yb);
-            let with_bias: Vec<f32> = want
-                .iter()
-                .enumerate()
-                .map(|(i, v)| v + bias[i / g.p() % g.cout])
-                .collect();
-            close(&yb, &with_bias, "forward with bias");
-            let mut dx = vec![f32::NAN; g.n * g.in_len()];
-            backward_input(&g, &dy, &wv, &mut dx);
-            close(&dx, &naive_input_gradient(&g, &dy, &wv), "input gradient");
-            let (dw, db) = backward_weight(&g, &xv, &dy);
-            close(&dw, &naive_weight_gradient(&g, &xv, &dy), "weight gradient");
-            let want_db: Vec<f32> = (0..g.cout)
-                .map(|co| {
-                    (0..g.n)
-                        .map(|s| dy[(s * g.cout + co) * g.p()..][..g.p()].iter().sum::<f32>())
-                        .sum()
-                })
-                .collect();
-            close(&db, &want_db, "bias gradient");
+                backward_input_strided(&g, &dy, &wv, &mut dx, 7);
+                paths.push(bits(&dx));
+                paths
+            });
         }
     }
 

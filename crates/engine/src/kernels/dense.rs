@@ -229,6 +229,7 @@ pub fn backward_weight(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernels::micro::on_every_path;
 
     fn fill(len: usize, seed: usize) -> Vec<f32> {
         (0..len)
@@ -241,72 +242,74 @@ mod tests {
     /// and without bias.
     #[test]
     fn dense_matches_the_definitions() {
-        for (n, din, dout) in [
-            (3, 5, 7),
-            (1, 17, 9),
-            (33, 300, 21),
-            (32, 40, 4),
-            (6, 8, 16),
-            (2, 9, 300),
-            (0, 4, 5),
-        ] {
-            let (x, w, dy) = (fill(n * din, 1), fill(din * dout, 2), fill(n * dout, 3));
-            let b = fill(dout, 4);
-            let close = |got: &[f32], want: &[f64], what: &str| {
-                assert_eq!(got.len(), want.len(), "{what}");
-                for (i, (g, w)) in got.iter().zip(want).enumerate() {
-                    assert!(
-                        (*g as f64 - w).abs() <= 1e-4 * (1.0 + w.abs()),
-                        "({n}, {din}, {dout}) {what} [{i}]: {g} vs {w}"
-                    );
-                }
-            };
-            let want_y: Vec<f64> = (0..n * dout)
-                .map(|e| {
-                    let (s, o) = (e / dout, e % dout);
-                    (0..din)
-                        .map(|i| x[s * din + i] as f64 * w[i * dout + o] as f64)
-                        .sum::<f64>()
-                })
-                .collect();
-            close(&forward(n, din, dout, &x, &w, None), &want_y, "forward");
-            let with_b: Vec<f64> = want_y
-                .iter()
-                .enumerate()
-                .map(|(e, v)| v + b[e % dout] as f64)
-                .collect();
-            close(
-                &forward(n, din, dout, &x, &w, Some(&b)),
-                &with_b,
-                "forward + bias",
-            );
-            let want_dx: Vec<f64> = (0..n * din)
-                .map(|e| {
-                    let (s, i) = (e / din, e % din);
-                    (0..dout)
-                        .map(|o| dy[s * dout + o] as f64 * w[i * dout + o] as f64)
-                        .sum::<f64>()
-                })
-                .collect();
-            close(
-                &backward_input(n, din, dout, &dy, &w),
-                &want_dx,
-                "input gradient",
-            );
-            let want_dw: Vec<f64> = (0..din * dout)
-                .map(|e| {
-                    let (i, o) = (e / dout, e % dout);
-                    (0..n)
-                        .map(|s| x[s * din + i] as f64 * dy[s * dout + o] as f64)
-                        .sum::<f64>()
-                })
-                .collect();
-            let want_db: Vec<f64> = (0..dout)
-                .map(|o| (0..n).map(|s| dy[s * dout + o] as f64).sum::<f64>())
-                .collect();
-            let (dw, db) = backward_weight(n, din, dout, &x, &dy);
-            close(&dw, &want_dw, "weight gradient");
-            close(&db, &want_db, "bias gradient");
-        }
+        on_every_path("dense matches the definitions", || {
+            for (n, din, dout) in [
+                (3, 5, 7),
+                (1, 17, 9),
+                (33, 300, 21),
+                (32, 40, 4),
+                (6, 8, 16),
+                (2, 9, 300),
+                (0, 4, 5),
+            ] {
+                let (x, w, dy) = (fill(n * din, 1), fill(din * dout, 2), fill(n * dout, 3));
+                let b = fill(dout, 4);
+                let close = |got: &[f32], want: &[f64], what: &str| {
+                    assert_eq!(got.len(), want.len(), "{what}");
+                    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+                        assert!(
+                            (*g as f64 - w).abs() <= 1e-4 * (1.0 + w.abs()),
+                            "({n}, {din}, {dout}) {what} [{i}]: {g} vs {w}"
+                        );
+                    }
+                };
+                let want_y: Vec<f64> = (0..n * dout)
+                    .map(|e| {
+                        let (s, o) = (e / dout, e % dout);
+                        (0..din)
+                            .map(|i| x[s * din + i] as f64 * w[i * dout + o] as f64)
+                            .sum::<f64>()
+                    })
+                    .collect();
+                close(&forward(n, din, dout, &x, &w, None), &want_y, "forward");
+                let with_b: Vec<f64> = want_y
+                    .iter()
+                    .enumerate()
+                    .map(|(e, v)| v + b[e % dout] as f64)
+                    .collect();
+                close(
+                    &forward(n, din, dout, &x, &w, Some(&b)),
+                    &with_b,
+                    "forward + bias",
+                );
+                let want_dx: Vec<f64> = (0..n * din)
+                    .map(|e| {
+                        let (s, i) = (e / din, e % din);
+                        (0..dout)
+                            .map(|o| dy[s * dout + o] as f64 * w[i * dout + o] as f64)
+                            .sum::<f64>()
+                    })
+                    .collect();
+                close(
+                    &backward_input(n, din, dout, &dy, &w),
+                    &want_dx,
+                    "input gradient",
+                );
+                let want_dw: Vec<f64> = (0..din * dout)
+                    .map(|e| {
+                        let (i, o) = (e / dout, e % dout);
+                        (0..n)
+                            .map(|s| x[s * din + i] as f64 * dy[s * dout + o] as f64)
+                            .sum::<f64>()
+                    })
+                    .collect();
+                let want_db: Vec<f64> = (0..dout)
+                    .map(|o| (0..n).map(|s| dy[s * dout + o] as f64).sum::<f64>())
+                    .collect();
+                let (dw, db) = backward_weight(n, din, dout, &x, &dy);
+                close(&dw, &want_dw, "weight gradient");
+                close(&db, &want_db, "bias gradient");
+            }
+        });
     }
 }

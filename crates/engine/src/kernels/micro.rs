@@ -162,6 +162,13 @@ pub struct BPanel<'a> {
     pub cols: usize,
 }
 
+impl BPanel<'_> {
+    /// Whether a k-step's 16 columns lie together (`hi = lo + 8`), so one 16-float load reads them.
+    fn whole(&self) -> bool {
+        self.hi == self.lo + 8
+    }
+}
+
 /// `off[k] = NR * k`: the offsets of a packed panel (`[k][NR]`).
 pub fn packed_offsets(k: usize) -> Vec<usize> {
     (0..k).map(|kk| kk * NR).collect()
@@ -341,7 +348,7 @@ pub fn gemm<'b>(
         }
         return;
     }
-    let fma = fma_available();
+    let path = super::select::current();
     // First column of each panel.
     let cols: Vec<usize> = bs
         .iter()
@@ -351,6 +358,19 @@ pub fn gemm<'b>(
             Some(at)
         })
         .collect();
+    // The B side of a tile: one panel, or on AVX-512 two side by side (a 32-column tile),
+    // whenever the first is full (so that the second starts NR columns further on) and each
+    // panel's 16 columns lie together (one load; split ones take the AVX2 tile, which was
+    // faster on 8x8 images: docs/performance.md).
+    let pair = path == super::KernelPath::Avx512;
+    let mut groups: Vec<(usize, bool)> = Vec::with_capacity(bs.len());
+    let mut j = 0;
+    while j < bs.len() {
+        let two =
+            pair && j + 1 < bs.len() && bs[j].cols == NR && bs[j].whole() && bs[j + 1].whole();
+        groups.push((j, two));
+        j += 1 + two as usize;
+    }
     // Row panels of this call as (panel of A, first row in C, rows).
     let (total, panels) = a.panels();
     let base = panel_start(total, panels.start);
@@ -364,16 +384,16 @@ pub fn gemm<'b>(
     // is gathered into L1 from wherever it lies and meets every B panel (L2) in turn.
     let a_outer = matches!(a, ASource::Gather { .. });
     let (outer, inner) = if a_outer {
-        (a_panels.len(), bs.len())
+        (a_panels.len(), groups.len())
     } else {
-        (bs.len(), a_panels.len())
+        (groups.len(), a_panels.len())
     };
     for k0 in (0..k).step_by(KC) {
         let k1 = (k0 + KC).min(k);
         for o in 0..outer {
             for n in 0..inner {
-                let (i, j) = if a_outer { (o, n) } else { (n, o) };
-                let (b, col) = (&bs[j], cols[j]);
+                let (i, g) = if a_outer { (o, n) } else { (n, o) };
+                let (j, two) = groups[g];
                 let (panel, row0, rows) = a_panels[i];
                 let a = match a {
                     ASource::Packed(p) => TileA::Packed(&p.panel(panel)[k0 * rows..k1 * rows]),
@@ -391,18 +411,20 @@ pub fn gemm<'b>(
                         }
                     }
                 };
+                let block = |b: &BPanel<'b>| BPanel {
+                    off: &b.off[k0..k1],
+                    ..*b
+                };
                 let tile = Tile {
                     a,
-                    b: BPanel {
-                        off: &b.off[k0..k1],
-                        ..*b
-                    },
+                    b: block(&bs[j]),
+                    b2: two.then(|| block(&bs[j + 1])),
                     rows,
                     accumulate: accumulate || k0 > 0,
                 };
                 // The tile's last element lies inside C (checked above for the whole block).
-                let at = c.start + row0 * c.ldc + col;
-                tile.run(fma, &mut c.data[at..], c.ldc);
+                let at = c.start + row0 * c.ldc + cols[j];
+                tile.run(path, &mut c.data[at..], c.ldc);
             }
         }
     }
@@ -421,10 +443,13 @@ enum TileA<'a> {
     },
 }
 
-/// One micro-tile's work: rows x b.cols of C, over the k-steps of `a` and `b.off`.
+/// One micro-tile's work: rows x b.cols of C (then, with `b2`, the next rows x b2.cols, NR
+/// columns on), over the k-steps of `a` and `b.off`.
 struct Tile<'a> {
     a: TileA<'a>,
     b: BPanel<'a>,
+    /// A second panel, on the AVX-512 path only (both then [`BPanel::whole`]).
+    b2: Option<BPanel<'a>>,
     rows: usize,
     accumulate: bool,
 }
@@ -463,18 +488,21 @@ impl RowsOfA for GatheredRows {
 }
 
 impl Tile<'_> {
-    fn run(&self, fma: bool, c: &mut [f32], ldc: usize) {
+    fn run(&self, path: super::KernelPath, c: &mut [f32], ldc: usize) {
         debug_assert!(self.rows >= 1 && (self.rows - 1) * ldc + self.b.cols <= c.len());
+        debug_assert!(self.b2.is_none() || path == super::KernelPath::Avx512);
         #[cfg(target_arch = "x86_64")]
-        if fma {
-            // SAFETY: the CPU has AVX2 and FMA (checked by `fma_available`); every address
-            // the kernel reads or writes was bounds-checked by `gemm` (A: the panel slice,
-            // or max(rows) + max(off) < len; B: max(off) + max(lo, hi) + 8 <= len; C: rows
-            // and cols inside the slice).
+        if path.fuses() {
+            // SAFETY: the CPU has AVX2 and FMA, and AVX-512F on that path (`select` checks
+            // `available` before a path is taken); every address the kernel reads or writes
+            // was bounds-checked by `gemm` (A: the panel slice, or max(rows) + max(off) <
+            // len; B: max(off) + max(lo, hi) + 8 <= len; C: rows and cols inside the slice).
             unsafe {
+                let avx512 = path == super::KernelPath::Avx512;
                 match self.a {
-                    TileA::Packed(a) => self.run_fma_rows(PackedRows(a.as_ptr()), c, ldc),
-                    TileA::Gather { data, rows, off } => self.run_fma_rows(
+                    TileA::Packed(a) => self.run_fused(avx512, PackedRows(a.as_ptr()), c, ldc),
+                    TileA::Gather { data, rows, off } => self.run_fused(
+                        avx512,
                         GatheredRows {
                             data: data.as_ptr(),
                             rows,
@@ -487,8 +515,24 @@ impl Tile<'_> {
             };
             return;
         }
-        let _ = fma;
+        let _ = path;
         self.run_portable(c, ldc);
+    }
+
+    /// # Safety
+    /// See `run`.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn run_fused<A: RowsOfA>(&self, avx512: bool, a: A, c: &mut [f32], ldc: usize) {
+        // SAFETY: see `run`.
+        unsafe {
+            if avx512 && self.b2.is_some() {
+                self.run_zmm_rows::<A, 2>(a, c, ldc)
+            } else if avx512 && self.b.whole() {
+                self.run_zmm_rows::<A, 1>(a, c, ldc)
+            } else {
+                self.run_fma_rows(a, c, ldc)
+            }
+        }
     }
 
     fn store(&self, acc: &[[f32; NR]], c: &mut [f32], ldc: usize) {
@@ -586,17 +630,141 @@ impl Tile<'_> {
             }
         }
     }
+    /// The AVX-512 kernel for the tile's number of rows, on `P` panels (P x NR columns).
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    unsafe fn run_zmm_rows<A: RowsOfA, const P: usize>(&self, a: A, c: &mut [f32], ldc: usize) {
+        // SAFETY: see `run`.
+        unsafe {
+            match self.rows {
+                6 => self.run_zmm::<A, 6, P>(a, c, ldc),
+                5 => self.run_zmm::<A, 5, P>(a, c, ldc),
+                4 => self.run_zmm::<A, 4, P>(a, c, ldc),
+                3 => self.run_zmm::<A, 3, P>(a, c, ldc),
+                2 => self.run_zmm::<A, 2, P>(a, c, ldc),
+                1 => self.run_zmm::<A, 1, P>(a, c, ldc),
+                r => unreachable!("a micro-tile of {r} rows"),
+            }
+        }
+    }
+
+    /// R rows x P panels of 16 adjacent columns, one zmm register each. Each lane does what a lane
+    /// of `run_fma` does: the same FMAs in the same k order, then one add into C, so the
+    /// two give the same bits.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    unsafe fn run_zmm<A: RowsOfA, const R: usize, const P: usize>(
+        &self,
+        a: A,
+        c: &mut [f32],
+        ldc: usize,
+    ) {
+        use std::arch::x86_64::*;
+        let panels = [&self.b, self.b2.as_ref().unwrap_or(&self.b)];
+        let bp: [*const f32; P] = std::array::from_fn(|p| panels[p].data.as_ptr());
+        let op: [*const usize; P] = std::array::from_fn(|p| panels[p].off.as_ptr());
+        let lo: [usize; P] = std::array::from_fn(|p| panels[p].lo);
+        debug_assert!(panels.iter().all(|b| b.whole()));
+        // SAFETY (whole body): see `run`.
+        unsafe {
+            let mut acc = [[_mm512_setzero_ps(); P]; R];
+            for kk in 0..self.b.off.len() {
+                let mut b = [_mm512_setzero_ps(); P];
+                for p in 0..P {
+                    b[p] = _mm512_loadu_ps(bp[p].add(lo[p] + *op[p].add(kk)));
+                }
+                for (r, row) in acc.iter_mut().enumerate() {
+                    let av = _mm512_set1_ps(*a.at::<R>(r, kk));
+                    for p in 0..P {
+                        row[p] = _mm512_fmadd_ps(av, b[p], row[p]);
+                    }
+                }
+            }
+            let cp = c.as_mut_ptr();
+            for p in 0..P {
+                let cols = panels[p].cols;
+                let mask: __mmask16 = if cols == NR { !0 } else { (1 << cols) - 1 };
+                for (r, row) in acc.iter().enumerate() {
+                    let d = cp.add(r * ldc + p * NR);
+                    let v = if self.accumulate {
+                        _mm512_add_ps(_mm512_maskz_loadu_ps(mask, d), row[p])
+                    } else {
+                        row[p]
+                    };
+                    _mm512_mask_storeu_ps(d, mask, v);
+                }
+            }
+        }
+    }
 }
 
-/// Whether the AVX2 + FMA kernel runs on this thread (the CPU has it and the path selects it).
-pub(crate) fn fma_available() -> bool {
-    super::select::current() == super::KernelPath::Avx2Fma
-}
-
-/// Runs `f` with the portable kernel on this thread (tests compare both).
+/// Runs `f` on `path`, its parallel parts included: on a new thread that is the only worker
+/// of its own rayon pool, so that the work `f` fans out stays where [`super::with_path`]
+/// holds.
 #[cfg(test)]
-pub fn with_portable_kernel<R>(f: impl FnOnce() -> R) -> R {
-    super::with_path(super::KernelPath::Portable, f)
+pub fn on_path<R: Send>(path: super::KernelPath, f: impl FnOnce() -> R + Send) -> R {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(1)
+                .use_current_thread()
+                .build()
+                .expect("a one-thread pool on a new thread");
+            super::with_path(path, || pool.install(f))
+        })
+        .join()
+        .unwrap_or_else(|e| std::panic::resume_unwind(e))
+    })
+}
+
+/// Runs `f` with the portable kernel (tests compare both).
+#[cfg(test)]
+pub fn with_portable_kernel<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    on_path(super::KernelPath::Portable, f)
+}
+
+/// `f` on each FMA path (AVX2, AVX-512) the CPU has ([`on_path`]), for tests that they give
+/// the same bits; a path the CPU lacks is named on stderr as not run (scripts/test.sh says so
+/// in its summary too).
+#[cfg(test)]
+pub fn on_fused_paths<R: Send>(
+    what: &str,
+    f: impl Fn() -> R + Sync,
+) -> Vec<(super::KernelPath, R)> {
+    use super::KernelPath;
+    [KernelPath::Avx2Fma, KernelPath::Avx512]
+        .into_iter()
+        .filter(|p| {
+            let ok = p.available();
+            if !ok {
+                eprintln!("{what}: kernel path {p} not run (this CPU lacks it)");
+            }
+            ok
+        })
+        .map(|p| (p, on_path(p, &f)))
+        .collect()
+}
+
+/// Runs `f` (a test against the definitions) on every kernel path the CPU has: portable,
+/// then each FMA path ([`on_fused_paths`]).
+#[cfg(test)]
+pub fn on_every_path(what: &str, f: impl Fn() + Sync) {
+    on_path(super::KernelPath::Portable, &f);
+    on_fused_paths(what, &f);
+}
+
+/// Asserts that every FMA path the CPU has gives `f`'s bits (compared with `==` on `R`).
+#[cfg(test)]
+pub fn assert_fused_paths_agree<R: PartialEq + std::fmt::Debug + Send>(
+    what: &str,
+    f: impl Fn() -> R + Sync,
+) {
+    let runs = on_fused_paths(what, f);
+    if let Some((first, want)) = runs.first() {
+        for (p, got) in &runs[1..] {
+            assert!(got == want, "{what}: {p} and {first} give different bits");
+        }
+    }
 }
 
 #[cfg(test)]
@@ -821,6 +989,116 @@ mod tests {
                 run(ASource::Packed(&packed)),
                 "portable={portable}"
             );
+        }
+    }
+
+    /// AVX-512's 32-column tiles (and a 16-column one for an odd last panel, with a mask for
+    /// a narrow one) give AVX2's bits: packed, gathered and in-place B with split halves,
+    /// several k blocks, overwriting and accumulating.
+    #[test]
+    fn avx512_gives_the_bits_of_avx2() {
+        for (m, n, k) in [
+            (1, 1, 1),
+            (6, 32, 5),
+            (7, 17, 300),
+            (16, 40, 600),
+            (13, 48, 2),
+            (32, 16, 40),
+            (64, 20, 257),
+            (5, 100, 9),
+        ] {
+            let a: Vec<f32> = (0..m * k)
+                .map(|i| ((i * 37 % 23) as f32 - 11.0) / 7.0)
+                .collect();
+            let b: Vec<f32> = (0..k * n)
+                .map(|i| ((i * 53 % 19) as f32 - 9.0) / 3.0)
+                .collect();
+            let pa = PackedA::rows(&a, m, k);
+            let pb = pack_b(k, n, &b);
+            let off = packed_offsets(k);
+            // The same B read in place with its halves apart: 8 columns at `lo`, 8 at `hi`.
+            let split: Vec<f32> = pb
+                .chunks(NR)
+                .flat_map(|c| c[..8].iter().chain(&[0.0; 5]).chain(&c[8..]).copied())
+                .collect();
+            let soff: Vec<usize> = (0..k).map(|q| q * (NR + 5)).collect();
+            let rows: Vec<usize> = (0..m).map(|r| r * k).collect();
+            let aoff: Vec<usize> = (0..k).collect();
+            for accumulate in [false, true] {
+                for (name, gathered, in_place) in [
+                    ("packed", false, false),
+                    ("gathered A", true, false),
+                    ("split B", false, true),
+                ] {
+                    let go = || {
+                        let ldc = n + 3;
+                        let mut c: Vec<f32> = (0..m * ldc + 2).map(|i| i as f32 / 9.0).collect();
+                        let src = if gathered {
+                            ASource::Gather {
+                                data: &a,
+                                rows: &rows,
+                                off: &aoff,
+                            }
+                        } else {
+                            ASource::Packed(&pa)
+                        };
+                        gemm(
+                            CBlock {
+                                data: &mut c,
+                                start: 2,
+                                ldc,
+                                rows: m,
+                                cols: n,
+                            },
+                            accumulate,
+                            src,
+                            n.div_ceil(NR),
+                            |j| {
+                                let (data, off, lo, hi) = if in_place {
+                                    let s = j * k * (NR + 5);
+                                    (&split[..], &soff[..], s, s + 13)
+                                } else {
+                                    (&pb[..], &off[..], j * k * NR, j * k * NR + 8)
+                                };
+                                BPanel {
+                                    data,
+                                    off,
+                                    lo,
+                                    hi,
+                                    cols: NR.min(n - j * NR),
+                                }
+                            },
+                        );
+                        c.iter().map(|v| v.to_bits()).collect::<Vec<u32>>()
+                    };
+                    let what = format!("{m}x{n}x{k} {name} acc={accumulate}");
+                    assert_fused_paths_agree(&what, go);
+                }
+            }
+        }
+    }
+
+    /// The comparisons above can fail: `on_path` holds in the work rayon fans out, and a
+    /// path that rounds differently (portable: no fused multiply-add) shows in the bits.
+    #[test]
+    fn paths_hold_in_parallel_work_and_their_bits_show() {
+        use super::super::KernelPath;
+        use rayon::prelude::*;
+        for p in KernelPath::available_here() {
+            let seen: Vec<KernelPath> = on_path(p, || {
+                (0..64)
+                    .into_par_iter()
+                    .map(|_| super::super::path())
+                    .collect()
+            });
+            assert!(seen.iter().all(|&s| s == p), "{p}: {seen:?}");
+        }
+        if KernelPath::Avx2Fma.available() {
+            let bits = |p| {
+                let (fast, _, _) = on_path(p, || run(7, 17, 300, false));
+                fast.iter().map(|v| v.to_bits()).collect::<Vec<u32>>()
+            };
+            assert_ne!(bits(KernelPath::Portable), bits(KernelPath::Avx2Fma));
         }
     }
 

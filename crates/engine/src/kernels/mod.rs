@@ -238,21 +238,33 @@ fn update_running<B: Backend>(bn: &BatchNorm<B>, stats: &batchnorm::BnStats) {
         .update(blend(bn.running_var.value_sync(), &stats.var));
 }
 
-/// Runs `f` inside a function compiled for AVX2 and FMA when the CPU has them, so that the
-/// row loops `f` inlines (element-wise passes, 8-lane sums) are vectorised 8 floats wide
-/// instead of the baseline's 4 (SSE2; the crate is built for any x86-64). The results are
-/// the same bits: Rust never fuses `a * b + c` on its own, and the vectoriser keeps each
-/// lane's order of additions. Helpers that `f` calls must be `#[inline(always)]` to benefit.
+/// Runs `f` inside a function compiled for AVX2 and FMA (and AVX-512F on that path) when the
+/// CPU has them, so that the row loops `f` inlines (element-wise passes, 8-lane sums) are
+/// vectorised 8 or 16 floats wide instead of the baseline's 4 (SSE2; the crate is built for
+/// any x86-64). The results are the same bits: Rust never fuses `a * b + c` on its own, and
+/// the vectoriser keeps each lane's order of additions. Helpers that `f` calls must be
+/// `#[inline(always)]` to benefit.
 #[inline(always)]
 pub(crate) fn wide<R>(f: impl FnOnce() -> R) -> R {
     #[cfg(target_arch = "x86_64")]
-    if micro::fma_available() {
-        #[target_feature(enable = "avx2,fma")]
-        unsafe fn avx2<R>(f: impl FnOnce() -> R) -> R {
-            f()
+    match select::current() {
+        KernelPath::Avx512 => {
+            #[target_feature(enable = "avx512f,avx2,fma")]
+            unsafe fn avx512<R>(f: impl FnOnce() -> R) -> R {
+                f()
+            }
+            // SAFETY: the path is taken only where the CPU has AVX-512F, AVX2 and FMA.
+            return unsafe { avx512(f) };
         }
-        // SAFETY: the CPU has AVX2 and FMA (checked just above).
-        return unsafe { avx2(f) };
+        KernelPath::Avx2Fma => {
+            #[target_feature(enable = "avx2,fma")]
+            unsafe fn avx2<R>(f: impl FnOnce() -> R) -> R {
+                f()
+            }
+            // SAFETY: the path is taken only where the CPU has AVX2 and FMA.
+            return unsafe { avx2(f) };
+        }
+        KernelPath::Portable | KernelPath::Reference => {}
     }
     f()
 }

@@ -173,6 +173,46 @@ fn with_momentum<const HAS_SA: bool, const HAS_BUF: bool>(
 mod tests {
     use super::*;
 
+    /// Every FMA path gives the portable loops' bits (the update has no multiply-add that
+    /// could fuse), over sizes that span several parallel chunks and a vector tail.
+    #[test]
+    fn wide_loops_give_the_baseline_bits() {
+        use crate::kernels::micro::{on_fused_paths, with_portable_kernel};
+        let n = 2 * CHUNK + 77;
+        let v = |seed: usize, scale: f32| -> Vec<f32> {
+            (0..n)
+                .map(|i| (((i * 7919 + seed * 104729) % 2001) as f32 / 1000.0 - 1.0) * scale)
+                .collect()
+        };
+        let sa: Vec<f32> = v(3, 0.01).iter().map(|x| x.abs()).collect();
+        for momentum in [0.0, 0.9] {
+            let c = Consts {
+                alpha: 0.9,
+                momentum,
+                epsilon: 1e-8,
+                lr: 1e-3,
+            };
+            let run = || {
+                let (mut p, mut s, mut b) = (v(1, 1.0), sa.clone(), v(4, 0.05));
+                step_in_place(
+                    c,
+                    &mut p,
+                    &v(2, 0.1),
+                    &mut s,
+                    (momentum > 0.0).then_some(b.as_mut_slice()),
+                );
+                [p, s, b].map(|x| x.iter().map(|v| v.to_bits()).collect::<Vec<u32>>())
+            };
+            let baseline = with_portable_kernel(run);
+            for (path, got) in on_fused_paths("rmsprop", run) {
+                assert!(
+                    got == baseline,
+                    "{path}: other bits than the portable loops, momentum {momentum}"
+                );
+            }
+        }
+    }
+
     /// In place gives the same bits as the allocating form, with and without momentum,
     /// over sizes that span several parallel chunks.
     #[test]

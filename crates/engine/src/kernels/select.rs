@@ -9,8 +9,9 @@ use std::sync::OnceLock;
 /// The variable that forces a path.
 pub const ENV: &str = "INCRPIPE_KERNELS";
 
-/// A kernel path. Each gives its own bits: `portable` does not fuse multiply and add,
-/// `reference` is burn's own ops.
+/// A kernel path. `portable` does not fuse multiply and add and `reference` is burn's own
+/// ops, so each gives its own bits; `avx512` gives the bits of `avx2+fma` (it widens the
+/// columns a micro-kernel and a row loop work on, never the order of any sum).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum KernelPath {
     /// burn's own ops (the kernels off): the side the kernels are tested against.
@@ -19,13 +20,16 @@ pub enum KernelPath {
     Portable,
     /// The AVX2 + FMA micro-kernel.
     Avx2Fma,
+    /// AVX-512F: 32-column micro-tiles and 16-lane row loops, the same sums as `Avx2Fma`.
+    Avx512,
 }
 
 impl KernelPath {
-    pub const ALL: [KernelPath; 3] = [
+    pub const ALL: [KernelPath; 4] = [
         KernelPath::Reference,
         KernelPath::Portable,
         KernelPath::Avx2Fma,
+        KernelPath::Avx512,
     ];
 
     pub fn name(self) -> &'static str {
@@ -33,6 +37,7 @@ impl KernelPath {
             KernelPath::Reference => "reference",
             KernelPath::Portable => "portable",
             KernelPath::Avx2Fma => "avx2+fma",
+            KernelPath::Avx512 => "avx512",
         }
     }
 
@@ -41,12 +46,20 @@ impl KernelPath {
         match self {
             KernelPath::Reference | KernelPath::Portable => true,
             KernelPath::Avx2Fma => cpu_has_avx2_fma(),
+            KernelPath::Avx512 => cpu_has_avx2_fma() && cpu_has_avx512f(),
         }
+    }
+
+    /// Whether the path runs the FMA kernels (the AVX2 ones, and AVX-512's beside them).
+    pub fn fuses(self) -> bool {
+        matches!(self, KernelPath::Avx2Fma | KernelPath::Avx512)
     }
 
     /// The fastest path this CPU has.
     pub fn best() -> KernelPath {
-        if KernelPath::Avx2Fma.available() {
+        if KernelPath::Avx512.available() {
+            KernelPath::Avx512
+        } else if KernelPath::Avx2Fma.available() {
             KernelPath::Avx2Fma
         } else {
             KernelPath::Portable
@@ -72,7 +85,7 @@ impl fmt::Display for KernelPath {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SelectError {
     #[error(
-        "{ENV}={0:?} is not a kernel path: use auto, reference, portable or avx2+fma (or unset it)"
+        "{ENV}={0:?} is not a kernel path: use auto, reference, portable, avx2+fma or avx512 (or unset it)"
     )]
     Unknown(String),
     #[error("{ENV}={0} asks for a path this CPU lacks (it has: {1}); use auto or one of those")]
@@ -88,6 +101,7 @@ pub fn parse(value: Option<&str>) -> Result<KernelPath, SelectError> {
         Some("reference") => KernelPath::Reference,
         Some("portable") => KernelPath::Portable,
         Some("avx2+fma") | Some("avx2") => KernelPath::Avx2Fma,
+        Some("avx512") => KernelPath::Avx512,
         Some(other) => return Err(SelectError::Unknown(other.to_string())),
     };
     if !path.available() {
@@ -141,6 +155,15 @@ pub fn with_path<R>(path: KernelPath, f: impl FnOnce() -> R) -> R {
     r
 }
 
+fn cpu_has_avx512f() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512f")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
 fn cpu_has_avx2_fma() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
@@ -162,13 +185,24 @@ mod tests {
         assert_eq!(parse(Some("reference")), Ok(KernelPath::Reference));
         let e = parse(Some("avx3")).unwrap_err().to_string();
         assert!(e.contains("\"avx3\" is not a kernel path"), "{e}");
-        assert!(e.contains("auto, reference, portable or avx2+fma"), "{e}");
-        if KernelPath::Avx2Fma.available() {
-            assert_eq!(parse(Some("avx2+fma")), Ok(KernelPath::Avx2Fma));
-        } else {
-            let e = parse(Some("avx2+fma")).unwrap_err().to_string();
-            assert!(e.contains("this CPU lacks"), "{e}");
+        assert!(
+            e.contains("auto, reference, portable, avx2+fma or avx512"),
+            "{e}"
+        );
+        for (name, path) in [
+            ("avx2+fma", KernelPath::Avx2Fma),
+            ("avx512", KernelPath::Avx512),
+        ] {
+            if path.available() {
+                assert_eq!(parse(Some(name)), Ok(path));
+            } else {
+                let e = parse(Some(name)).unwrap_err().to_string();
+                assert!(e.contains("this CPU lacks"), "{e}");
+            }
         }
+        // The best path is the widest the CPU has.
+        let best = KernelPath::best();
+        assert!(KernelPath::available_here().iter().all(|&p| p <= best));
     }
 
     #[test]
