@@ -189,7 +189,10 @@ fn killed_training_stage_resumes_at_its_last_epoch() {
     // The running stage's log already shows its finished epoch (printed before the
     // checkpoint is written).
     let log = ws.run(&["logs", "run@method=baseline/train"]);
-    log.ok().stdout_has("epoch   1 train");
+    // With its rate and how long the phase can still take (the rule may end it sooner).
+    log.ok()
+        .stdout_has("epoch   1 train")
+        .stdout_has(" img/s, phase epoch 1 of <= 4, ETA <= ");
     child.kill().unwrap();
     child.wait().unwrap();
     assert!(

@@ -149,8 +149,9 @@ impl observe::Observer for Bar {
             p.images_per_sec
         ));
     }
-    fn epoch(&self, r: &train::EpochRecord) {
-        self.0.println(r.summary_line());
+    fn epoch(&self, r: &train::EpochRecord, p: &observe::PhaseProgress) {
+        self.0
+            .println(format!("{} | {}", r.summary_line(), p.describe(r)));
         self.0.reset();
     }
 }

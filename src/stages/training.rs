@@ -508,8 +508,8 @@ struct EpochLines;
 
 impl observe::Observer for EpochLines {
     fn batch(&self, _: &observe::BatchProgress) {}
-    fn epoch(&self, r: &train::EpochRecord) {
-        println!("{}", r.summary_line());
+    fn epoch(&self, r: &train::EpochRecord, p: &observe::PhaseProgress) {
+        println!("{} | {}", r.summary_line(), p.describe(r));
     }
 }
 

@@ -21,9 +21,51 @@ pub struct BatchProgress {
     pub images_per_sec: f64,
 }
 
+/// Where an epoch leaves its phase, for a progress line's rate and time left.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PhaseProgress {
+    /// Images trained in the epoch.
+    pub images: usize,
+    /// Epochs of the phase done, this one included.
+    pub epochs: usize,
+    /// The most epochs the phase can run: its cap or fixed length, and what the epoch budget
+    /// leaves.
+    pub limit: usize,
+    /// The phase runs exactly `limit` epochs (look-ahead; a last phase that runs to its
+    /// budget). Otherwise the termination rule may end it sooner.
+    pub exact: bool,
+}
+
+impl PhaseProgress {
+    /// Training images per second of wall time over the epoch (its validation included).
+    pub fn images_per_sec(&self, r: &EpochRecord) -> f64 {
+        self.images as f64 / r.seconds.max(1e-9)
+    }
+
+    /// Seconds left in the phase at this epoch's pace: exact or an upper bound
+    /// ([`PhaseProgress::exact`]).
+    pub fn seconds_left(&self, r: &EpochRecord) -> f64 {
+        self.limit.saturating_sub(self.epochs) as f64 * r.seconds
+    }
+
+    /// `312 img/s, phase epoch 5 of <= 24, ETA <= 9m12s` (`of 3`, `ETA 2m00s` when exact).
+    pub fn describe(&self, r: &EpochRecord) -> String {
+        let at_most = if self.exact { "" } else { "<= " };
+        let left = self.seconds_left(r).round() as u64;
+        format!(
+            "{:.0} img/s, phase epoch {} of {at_most}{}, ETA {at_most}{}m{:02}s",
+            self.images_per_sec(r),
+            self.epochs,
+            self.limit,
+            left / 60,
+            left % 60
+        )
+    }
+}
+
 pub trait Observer: Send + Sync {
     fn batch(&self, p: &BatchProgress);
-    fn epoch(&self, r: &EpochRecord);
+    fn epoch(&self, r: &EpochRecord, p: &PhaseProgress);
 }
 
 static OBSERVER: RwLock<Option<Arc<dyn Observer>>> = RwLock::new(None);
@@ -43,8 +85,8 @@ pub(crate) fn batch(p: &BatchProgress) {
     }
 }
 
-pub(crate) fn epoch(r: &EpochRecord) {
+pub(crate) fn epoch(r: &EpochRecord, p: &PhaseProgress) {
     if let Some(o) = current() {
-        o.epoch(r);
+        o.epoch(r, p);
     }
 }

@@ -147,6 +147,34 @@ pub fn run_stage<B: AutodiffBackend>(
     }
 }
 
+/// How far a phase can go after `phase_epochs` of its epochs and `run_epochs` of the run's:
+/// look-ahead runs its fixed epochs, a last phase with a budget runs to it, any other phase
+/// to its cap unless the rule ends it first; the budget bounds each.
+fn phase_progress(
+    cfg: &TrainConfig,
+    kind: PhaseKind,
+    last: bool,
+    images: usize,
+    phase_epochs: usize,
+    run_epochs: usize,
+) -> observe::PhaseProgress {
+    let budget_left = cfg
+        .epoch_budget
+        .map(|b| phase_epochs + b.saturating_sub(run_epochs));
+    let (own, exact) = match kind {
+        PhaseKind::Lookahead => (cfg.lookahead_epochs, true),
+        PhaseKind::Train if last && budget_left.is_some() => (usize::MAX, true),
+        PhaseKind::Train => (cfg.termination.max_epochs, false),
+    };
+    let limit = budget_left.map_or(own, |b| b.min(own));
+    observe::PhaseProgress {
+        images,
+        epochs: phase_epochs,
+        limit,
+        exact: exact || budget_left.is_some_and(|b| b <= own),
+    }
+}
+
 /// Final test accuracy of a state's network.
 pub fn test_accuracy<B: AutodiffBackend>(ctx: Ctx, state: &RunState<B>) -> f64 {
     evaluate(
@@ -520,8 +548,12 @@ fn run_phase<B: AutodiffBackend>(
             params,
             seconds: t0.elapsed().as_secs_f64(),
         });
-        observe::epoch(progress.records.last().expect("just pushed"));
         progress.current.as_mut().expect("phase under way").epochs += 1;
+        let phase_epochs = progress.current.as_ref().map_or(0, |c| c.epochs);
+        observe::epoch(
+            progress.records.last().expect("just pushed"),
+            &phase_progress(cfg, kind, last, n, phase_epochs, progress.epochs_done),
+        );
         if let Some(dir) = ckpt {
             let state = RunState {
                 net,
@@ -532,5 +564,52 @@ fn run_phase<B: AutodiffBackend>(
         if cfg.interrupt_after_epoch == Some(progress.epochs_done) {
             return Err(EngineError::Interrupted(progress.epochs_done));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The limit a progress line counts down to: the cap (rule may stop sooner), look-ahead's
+    /// fixed epochs, a last phase's budget, and the budget bounding the others.
+    #[test]
+    fn phase_progress_knows_how_far_a_phase_can_go() {
+        let spec = NetSpec::parse("resnet8-w4").unwrap();
+        let mut cfg = TrainConfig::new("t", &spec, Method::Lookahead, 1);
+        cfg.termination.max_epochs = 24;
+        cfg.lookahead_epochs = 3;
+        let p = |cfg: &TrainConfig, kind, last, phase, run| {
+            let p = phase_progress(cfg, kind, last, 100, phase, run);
+            (p.limit, p.exact)
+        };
+        assert_eq!(p(&cfg, PhaseKind::Train, false, 5, 5), (24, false));
+        assert_eq!(p(&cfg, PhaseKind::Lookahead, false, 1, 20), (3, true));
+        cfg.epoch_budget = Some(56);
+        // 10 epochs into the last phase at run epoch 40: 16 more to the budget.
+        assert_eq!(p(&cfg, PhaseKind::Train, true, 10, 40), (26, true));
+        assert_eq!(p(&cfg, PhaseKind::Train, false, 5, 5), (24, false));
+        // Near the end of the budget the budget decides, exactly.
+        assert_eq!(p(&cfg, PhaseKind::Train, false, 5, 50), (11, true));
+        let r = EpochRecord {
+            run_id: "t".into(),
+            epoch: 5,
+            phase: PhaseKind::Train,
+            active: 1,
+            trained: 1,
+            train_loss: 1.0,
+            train_acc: 0.5,
+            val_acc: 0.5,
+            test_acc: None,
+            flops_per_inference: 1,
+            cum_train_flops: 1,
+            cum_eval_flops: 1,
+            params: 1,
+            seconds: 2.0,
+        };
+        let line = phase_progress(&cfg, PhaseKind::Train, false, 100, 5, 5).describe(&r);
+        assert_eq!(line, "50 img/s, phase epoch 5 of <= 24, ETA <= 0m38s");
+        let line = phase_progress(&cfg, PhaseKind::Lookahead, false, 100, 1, 20).describe(&r);
+        assert_eq!(line, "50 img/s, phase epoch 1 of 3, ETA 0m04s");
     }
 }
