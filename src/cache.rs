@@ -13,6 +13,7 @@
 //! state/lock                     held by the running runner
 //! state/running.json             process groups of running stages
 //! state/last/<stage>.json        the inputs of each stage's last key, for `status`
+//! state/traces/<run>.json        the last runs' traces (`incrpipe trace`)
 //! stat-cache.json                stat cache of workspace files
 //! ```
 //! An entry becomes visible only by the final rename of a complete, fsynced
@@ -171,6 +172,11 @@ impl Cache {
         }
         let root = root.canonicalize().map_err(io_at(root))?;
         Ok(Cache { root })
+    }
+
+    /// Where runs' traces are kept (src/trace).
+    pub fn traces_dir(&self) -> PathBuf {
+        self.root.join("state/traces")
     }
 
     pub fn root(&self) -> &Path {

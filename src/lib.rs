@@ -31,3 +31,4 @@ pub mod slurm;
 pub mod spec;
 pub mod stages;
 pub mod status;
+pub mod trace;

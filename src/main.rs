@@ -66,6 +66,8 @@ enum Cmd {
         #[arg(short, long)]
         follow: bool,
     },
+    /// A run's trace: each stage's times, CPU seconds, peak RSS, exit and where it ran.
+    Trace(cmd::trace::TraceArgs),
     /// Remove cache entries that no pipeline still reaches (given files, or pipelines/*.toml).
     Gc { files: Vec<PathBuf> },
     /// Re-hash every cache entry; remove and report corrupt ones.
@@ -98,6 +100,7 @@ fn main() -> ExitCode {
         Cmd::Status { .. }
             | Cmd::Dag { .. }
             | Cmd::Logs { .. }
+            | Cmd::Trace(_)
             | Cmd::Model { .. }
             | Cmd::Replay(_)
             | Cmd::Bench(_)
@@ -130,6 +133,7 @@ fn main() -> ExitCode {
         Cmd::Status { file } => exit(cmd::status::run(&env, &file)),
         Cmd::Dag { file, dot } => exit(cmd::dag::run(&env, &file, dot)),
         Cmd::Logs { stage, follow } => exit(cmd::logs::run(&env, &stage, follow)),
+        Cmd::Trace(a) => exit(cmd::trace::run(&env, a)),
         Cmd::Gc { files } => exit(cmd::gc::gc(&env, files)),
         Cmd::Verify => exit(cmd::gc::verify(&env)),
         Cmd::Stage { kind } => exit(cmd::stage::run(&env, &kind)),

@@ -111,13 +111,33 @@ pub fn spawn(s: Spawn) -> io::Result<i32> {
     }
 }
 
+/// What a reaped process used: its CPU time and the largest resident set of it and the
+/// descendants it waited for (`wait4`'s rusage).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Usage {
+    /// User plus system seconds.
+    pub cpu_s: f64,
+    pub max_rss_kb: u64,
+}
+
 /// Waits for a process started by [`spawn`] (and reaps it).
 pub fn wait(pid: i32) -> io::Result<ExitStatus> {
+    wait_usage(pid).map(|(status, _)| status)
+}
+
+/// [`wait`], with what the process used.
+pub fn wait_usage(pid: i32) -> io::Result<(ExitStatus, Usage)> {
     let mut status = 0;
     loop {
-        // SAFETY: plain system call on our own child.
-        if unsafe { libc::waitpid(pid, &mut status, 0) } == pid {
-            return Ok(ExitStatus::from_raw(status));
+        // SAFETY: plain system call on our own child; `ru` is written by the kernel.
+        let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+        if unsafe { libc::wait4(pid, &mut status, 0, &mut ru) } == pid {
+            let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+            let usage = Usage {
+                cpu_s: secs(ru.ru_utime) + secs(ru.ru_stime),
+                max_rss_kb: ru.ru_maxrss.max(0) as u64,
+            };
+            return Ok((ExitStatus::from_raw(status), usage));
         }
         let e = io::Error::last_os_error();
         if e.kind() != io::ErrorKind::Interrupted {

@@ -5,11 +5,9 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
 
-use common::{Ws, png_size};
+use common::{Ws, dump_dom, png_size};
 
 /// Per-epoch training cost of a method in the synthetic runs: look-ahead is
 /// made 10x cheaper on network `resnet20` (the paper's own network: the report
@@ -553,70 +551,6 @@ fn check_fails_on_a_missing_row_or_tolerance_file() {
 }
 
 // ---- index.html in a real headless browser ----
-
-fn chromium() -> PathBuf {
-    for name in ["chromium", "chromium-browser"] {
-        if let Ok(o) = Command::new("sh")
-            .args(["-c", &format!("command -v {name}")])
-            .output()
-        {
-            let p = String::from_utf8_lossy(&o.stdout).trim().to_string();
-            if o.status.success() && !p.is_empty() {
-                return PathBuf::from(p);
-            }
-        }
-    }
-    panic!(
-        "chromium is not installed, and this test needs a real browser: install it with \
-         `apt-get update && apt-get install -y --no-install-recommends chromium` \
-         (scripts/test.sh does this before cargo test)"
-    );
-}
-
-/// The DOM of `page` after load (and after its scripts ran), from headless chromium.
-fn dump_dom(page: &Path) -> String {
-    let profile = tempfile::tempdir().unwrap();
-    let mut child = Command::new(chromium())
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--disable-dev-shm-usage",
-            "--allow-file-access-from-files",
-            // Lets the load handler run before the DOM is dumped.
-            "--virtual-time-budget=5000",
-        ])
-        .arg(format!("--user-data-dir={}", profile.path().display()))
-        .arg("--dump-dom")
-        .arg(format!("file://{}", page.display()))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let started = Instant::now();
-    while child.try_wait().unwrap().is_none() {
-        if started.elapsed() > Duration::from_secs(120) {
-            let _ = child.kill();
-            panic!("chromium did not finish within 120 s");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let o = child.wait_with_output().unwrap();
-    let out = String::from_utf8_lossy(&o.stdout).into_owned();
-    assert!(
-        o.status.success() && out.contains("</html>"),
-        "chromium failed ({}):\n{}\n{out}",
-        o.status,
-        String::from_utf8_lossy(&o.stderr)
-    );
-    out
-}
 
 #[test]
 fn index_html_shows_every_figure_in_a_real_browser() {

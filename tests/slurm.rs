@@ -188,6 +188,29 @@ fn dag_runs_through_slurm_and_a_rerun_submits_nothing() {
         recorded_jobs(&ws.path().join("cache")).is_empty(),
         "finished jobs are forgotten"
     );
+    // The trace names each job, and gives its CPU time and peak RSS from sacct where
+    // the cluster keeps accounting, else why not (this one has no slurmdbd): never blank.
+    let trace = ws.run(&["trace", "--json"]);
+    trace.ok();
+    let t: serde_json::Value = serde_json::from_str(&trace.stdout).unwrap();
+    let rows = t["stages"].as_array().unwrap();
+    let on = |e: &str| rows.iter().filter(|r| r["executor"] == e).count();
+    assert_eq!((on("slurm"), on("local")), (3, 1), "{}", trace.stdout);
+    for r in rows.iter().filter(|r| r["executor"] == "slurm") {
+        assert!(
+            r["slurm_job"].as_str().is_some_and(|j| !j.is_empty()),
+            "{r}"
+        );
+        assert_eq!(r["exit"], "exit 0", "{r}");
+        let measured = r["cpu_s"].is_f64() && r["peak_rss_kb"].is_u64();
+        let why = r["usage_unavailable"].as_str().unwrap_or("");
+        assert!(measured || why.contains("sacct"), "{r}");
+    }
+    assert!(
+        rows.iter().any(|r| r["stage"] == "b" && r["cpus"] == 2),
+        "{}",
+        trace.stdout
+    );
 
     ws.clear_runs();
     let o = run(&ws, &[]);

@@ -43,6 +43,15 @@ pub fn gc(env: &Env, mut files: Vec<PathBuf>) -> Result<(), ExitCode> {
         r.removed.len(),
         r.bytes_freed as f64 / (1 << 20) as f64
     );
+    // Traces are bounded too: the last ones are kept, as a run's end keeps them.
+    match incrpipe::trace::prune(&cache.traces_dir(), incrpipe::trace::KEEP) {
+        Ok(0) => {}
+        Ok(n) => println!(
+            "removed {n} run traces older than the last {}",
+            incrpipe::trace::KEEP
+        ),
+        Err(e) => return Err(fail(1, &format!("{}: {e}", cache.traces_dir().display()))),
+    }
     Ok(())
 }
 

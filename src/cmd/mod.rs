@@ -12,6 +12,7 @@ pub mod report;
 pub mod run;
 pub mod stage;
 pub mod status;
+pub mod trace;
 pub mod train;
 
 use std::path::{Path, PathBuf};

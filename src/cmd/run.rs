@@ -90,6 +90,7 @@ fn options(env: &Env, a: RunArgs) -> RunOptions {
     let cuda_visible = std::env::var("CUDA_VISIBLE_DEVICES").ok();
     RunOptions {
         workspace: env.workspace.clone(),
+        pipeline: a.file.clone(),
         jobs: a
             .jobs
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get() as u32)),

@@ -90,6 +90,8 @@ pub(super) enum Event {
         i: usize,
         attempt: u32,
         status: io::Result<ExitStatus>,
+        /// What the process used (`wait4`), when it was reaped.
+        usage: Option<crate::process::Usage>,
     },
     Committed {
         i: usize,
@@ -122,6 +124,10 @@ pub(super) trait Executor {
     fn stop_all(&mut self) -> Vec<(usize, String)>;
     /// Stages it was asked to start and will try again by itself later.
     fn backing_off(&self) -> bool;
+    /// Where running stage `i` runs and what it holds, for the trace.
+    fn placement(&self, ctx: Ctx, i: usize) -> crate::trace::Placement;
+    /// What stage `i`'s try used, or why that is not known (asked once it ended).
+    fn usage(&mut self, i: usize) -> crate::trace::UsageOr;
 }
 
 /// A stage ready to start, on either executor.

@@ -45,6 +45,8 @@ struct Held {
 pub(super) struct Local {
     pool: Pool,
     held: BTreeMap<usize, Held>,
+    /// What each ended try used, from its exit event, until the trace asks.
+    usage: BTreeMap<usize, process::Usage>,
     procs: BTreeMap<usize, Proc>,
     events: Sender<Event>,
     /// When the running stages' logs were last read.
@@ -56,6 +58,7 @@ impl Local {
         Local {
             pool: Pool::new(jobs.max(1), gpus),
             held: BTreeMap::new(),
+            usage: BTreeMap::new(),
             procs: BTreeMap::new(),
             events,
             logs_read: Instant::now(),
@@ -78,6 +81,14 @@ impl Local {
                 }
             }
         }
+    }
+
+    /// Keeps what an ended try used, for [`Executor::usage`].
+    pub fn used(&mut self, i: usize, usage: Option<process::Usage>) {
+        match usage {
+            Some(u) => self.usage.insert(i, u),
+            None => self.usage.remove(&i),
+        };
     }
 
     /// Whether `attempt` is the try of stage `i` that is running (an exit event
@@ -170,8 +181,16 @@ impl Local {
         })?;
         let (tx, i, attempt) = (self.events.clone(), ready.i, ready.attempt.n);
         std::thread::spawn(move || {
-            let status = process::wait(pgid);
-            let _ = tx.send(Event::Exited { i, attempt, status });
+            let (status, usage) = match process::wait_usage(pgid) {
+                Ok((s, u)) => (Ok(s), Some(u)),
+                Err(e) => (Err(e), None),
+            };
+            let _ = tx.send(Event::Exited {
+                i,
+                attempt,
+                status,
+                usage,
+            });
         });
         Ok(pgid)
     }
@@ -318,6 +337,25 @@ impl Executor for Local {
 
     fn backing_off(&self) -> bool {
         false
+    }
+
+    fn placement(&self, _: Ctx, i: usize) -> crate::trace::Placement {
+        let (cpus, gpus) = self
+            .held
+            .get(&i)
+            .map_or((0, Vec::new()), |h| (h.cpus, h.devices.clone()));
+        crate::trace::Placement {
+            executor: "local",
+            cpus,
+            gpus,
+            slurm_job: None,
+        }
+    }
+
+    fn usage(&mut self, i: usize) -> crate::trace::UsageOr {
+        self.usage
+            .remove(&i)
+            .ok_or_else(|| "the process was not reaped by this runner".into())
     }
 }
 

@@ -23,6 +23,8 @@ use crate::slurm::SlurmOptions;
 
 pub struct RunOptions {
     pub workspace: PathBuf,
+    /// The pipeline file, as the trace names it.
+    pub pipeline: PathBuf,
     pub jobs: u32,
     pub gpus: Vec<String>,
     pub keep_going: bool,

@@ -22,6 +22,8 @@ use crate::fsutil::remove_path;
 use crate::hash::StatCache;
 use crate::keys;
 use crate::progress::Progress;
+use crate::slurm::JobEnd;
+use crate::trace::{self, Recorder};
 
 /// Resubmissions after a time limit, preemption or node failure, at most.
 const MAX_RESUBMITS: u32 = 10;
@@ -47,6 +49,9 @@ struct Running {
     manifest: Manifest,
     attempt: Attempt,
     started: Instant,
+    /// For the trace: when (Unix seconds) and where it started.
+    at: f64,
+    place: trace::Placement,
 }
 
 /// The two executors; a stage's own `executor` picks one ([`Plan::on_slurm`]).
@@ -85,6 +90,7 @@ pub(super) struct Scheduler<'a> {
     stop_new: bool,
     /// The interrupt was acted on (running stages told to stop), even after a failure.
     interrupt_handled: bool,
+    trace: Recorder,
 }
 
 impl<'a> Scheduler<'a> {
@@ -124,6 +130,7 @@ impl<'a> Scheduler<'a> {
             missed: BTreeSet::new(),
             stop_new: false,
             interrupt_handled: false,
+            trace: Recorder::new(&opts.pipeline, opts.jobs, &opts.gpus),
         })
     }
 
@@ -174,6 +181,7 @@ impl<'a> Scheduler<'a> {
                 self.state[i] = State::Skipped;
                 self.summary.skipped.push(ctx.name(i).to_string());
                 self.progress.skipped(ctx.name(i));
+                self.trace.skipped(ctx.name(i));
                 continue;
             }
             if !up.iter().all(|u| matches!(self.state[*u], State::Done(_))) {
@@ -226,6 +234,7 @@ impl<'a> Scheduler<'a> {
             Start::Started => {
                 self.missed.remove(&i);
                 self.again.remove(&i);
+                let place = self.exec.of(self.plan.on_slurm[i]).placement(ctx, i);
                 self.running.insert(
                     i,
                     Running {
@@ -233,6 +242,8 @@ impl<'a> Scheduler<'a> {
                         manifest: ready.manifest,
                         attempt: ready.attempt,
                         started: Instant::now(),
+                        at: trace::now(),
+                        place,
                     },
                 );
                 self.state[i] = State::Running;
@@ -260,6 +271,7 @@ impl<'a> Scheduler<'a> {
         match ctx.cache.restore(&meta, &ctx.opts.workspace, Some(&stale)) {
             Ok(()) => {
                 ctx.cache.record_last(name, key, manifest)?;
+                self.trace.cached(name, &key.to_string(), !stale.is_empty());
                 if stale.is_empty() {
                     self.summary.cached.push(name.to_string());
                     self.progress.cached(name);
@@ -293,8 +305,14 @@ impl<'a> Scheduler<'a> {
         let events: Vec<Event> = first.into_iter().chain(self.events.try_iter()).collect();
         for ev in events {
             match ev {
-                Event::Exited { i, attempt, status } => {
+                Event::Exited {
+                    i,
+                    attempt,
+                    status,
+                    usage,
+                } => {
                     if self.running.contains_key(&i) && self.exec.local.is_current(i, attempt) {
+                        self.exec.local.used(i, usage);
                         ended.push((i, Ended::Local(status)));
                     }
                 }
@@ -334,8 +352,20 @@ impl<'a> Scheduler<'a> {
         let node = ctx.node(i);
         let name = ctx.name(i);
         let secs = r.started.elapsed().as_secs_f64();
+        let exit = exit_text(&end);
         let exec = self.exec.of(self.plan.on_slurm[i]);
         let out = exec.outcome(ctx, i, &r.key, end);
+        let usage = exec.usage(i);
+        self.trace.ended(
+            name,
+            &r.key.to_string(),
+            r.attempt.n,
+            r.at,
+            &r.place,
+            exit,
+            usage,
+            out.result.is_ok(),
+        );
         // Keyed by hashes taken here; copied, fsynced and published in the background.
         let result = out.result.and_then(|source| {
             match hash_outs(&r.manifest.outs, &ctx.opts.workspace, &mut self.stats) {
@@ -417,6 +447,7 @@ impl<'a> Scheduler<'a> {
         self.exec.of(self.plan.on_slurm[i]).release(i, false);
         let name = self.ctx.name(i);
         self.progress.failed(name, why, log_tail);
+        self.trace.failed(name);
         self.state[i] = State::Failed;
         self.summary.failed.push(name.to_string());
         self.stop_new |= !self.ctx.opts.keep_going;
@@ -466,9 +497,32 @@ impl<'a> Scheduler<'a> {
         }
         self.exec.local.clear_record(self.ctx.cache);
         let _ = self.stats.save(&self.ctx.cache.stat_cache_path());
+        let trace = std::mem::replace(
+            &mut self.trace,
+            Recorder::new(&self.ctx.opts.pipeline, 0, &[]),
+        );
+        if let Err(e) = trace.finish(&self.ctx.cache.traces_dir()) {
+            self.progress
+                .note(&format!("the run's trace could not be written: {e}"));
+        }
         self.progress.finish(&self.summary);
         self.summary
     }
+}
+
+/// How a try ended, for the trace: `exit N`, `signal N`, or Slurm's reason.
+fn exit_text(end: &Ended) -> Option<String> {
+    use std::os::unix::process::ExitStatusExt;
+    Some(match end {
+        Ended::Local(Ok(st)) => match (st.code(), st.signal()) {
+            (Some(c), _) => format!("exit {c}"),
+            (None, Some(s)) => format!("signal {s}"),
+            _ => return None,
+        },
+        Ended::Local(Err(e)) => format!("not reaped: {e}"),
+        Ended::Slurm(JobEnd::Exited(c)) => format!("exit {c}"),
+        Ended::Slurm(JobEnd::Resubmit(why) | JobEnd::Failed(why)) => why.clone(),
+    })
 }
 
 /// What a failed commit means for the user: where, and what to do.

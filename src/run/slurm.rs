@@ -28,6 +28,8 @@ pub(super) struct Slurm {
     follower: Follower,
     /// Running stages: job id and stage key.
     jobs: BTreeMap<usize, (String, Key)>,
+    /// The job of each stage's latest try, kept after it ended for the trace.
+    last_job: BTreeMap<usize, String>,
     /// Stages whose submission failed transiently: not before, tries so far.
     backoff: BTreeMap<usize, (Instant, u32)>,
     /// Whether Slurm answered once (checked before the first submission).
@@ -51,6 +53,7 @@ impl Slurm {
             files,
             follower: Follower::default(),
             jobs: BTreeMap::new(),
+            last_job: BTreeMap::new(),
             backoff: BTreeMap::new(),
             reachable: None,
             tagged: None,
@@ -273,6 +276,7 @@ impl Executor for Slurm {
         let Ended::Slurm(end) = end else {
             unreachable!("a Slurm stage ends as a job")
         };
+        self.last_job.insert(i, job.clone());
         self.files.forget(key);
         let node = ctx.node(i);
         let result = match &end {
@@ -311,5 +315,23 @@ impl Executor for Slurm {
 
     fn backing_off(&self) -> bool {
         !self.backoff.is_empty()
+    }
+
+    fn placement(&self, ctx: Ctx, i: usize) -> crate::trace::Placement {
+        let spec = &ctx.node(i).spec;
+        crate::trace::Placement {
+            executor: "slurm",
+            cpus: spec.cpus,
+            // Slurm picks the devices on its node; the trace names how many were asked.
+            gpus: (0..spec.gpus).map(|g| format!("gres {}", g + 1)).collect(),
+            slurm_job: self.jobs.get(&i).map(|j| j.0.clone()),
+        }
+    }
+
+    fn usage(&mut self, i: usize) -> crate::trace::UsageOr {
+        match self.last_job.get(&i) {
+            Some(job) => client::usage(job),
+            None => Err("the job never started".into()),
+        }
     }
 }

@@ -246,6 +246,68 @@ pub fn reachable() -> Result<(), String> {
     }
 }
 
+/// A finished job's CPU time and peak RSS from accounting (`sacct`), or why they are not
+/// known (a cluster without slurmdbd says so; the reason is kept, never a blank).
+pub fn usage(job: &str) -> Result<crate::process::Usage, String> {
+    let out = run_limited(Command::new("sacct").args([
+        "-j",
+        job,
+        "-n",
+        "-P",
+        "--noconvert",
+        "-o",
+        "TotalCPU,MaxRSS",
+    ]))
+    .map_err(|e| format!("cannot run sacct: {e}"))?;
+    let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
+    if !out.status.success() {
+        return Err(format!("sacct: {stderr}"));
+    }
+    parse_usage(&String::from_utf8_lossy(&out.stdout)).ok_or_else(|| {
+        if stderr.is_empty() {
+            format!("sacct has no accounting record of job {job}")
+        } else {
+            format!("sacct: {stderr}")
+        }
+    })
+}
+
+/// `TotalCPU|MaxRSS` lines of a job and its steps: the job's CPU time (its first line) and
+/// the largest RSS of any step (bytes with --noconvert, or with a K/M/G suffix).
+fn parse_usage(text: &str) -> Option<crate::process::Usage> {
+    let mut lines = text.lines().filter(|l| !l.trim().is_empty());
+    let first = lines.next()?;
+    let cpu = |t: &str| -> Option<f64> {
+        // [DD-][HH:]MM:SS[.mmm]
+        let (days, rest) = t.split_once('-').map_or(("0", t), |(d, r)| (d, r));
+        let parts: Vec<&str> = rest.split(':').collect();
+        let secs: f64 = parts.last()?.parse().ok()?;
+        let mut mult = 60.0;
+        let mut total = secs;
+        for p in parts.iter().rev().skip(1) {
+            total += p.parse::<f64>().ok()? * mult;
+            mult *= 60.0;
+        }
+        Some(total + days.parse::<f64>().ok()? * 86_400.0)
+    };
+    let rss = |t: &str| -> Option<u64> {
+        let t = t.trim();
+        let (num, scale) = match t.chars().last()? {
+            'K' => (&t[..t.len() - 1], 1.0),
+            'M' => (&t[..t.len() - 1], 1024.0),
+            'G' => (&t[..t.len() - 1], 1024.0 * 1024.0),
+            _ => (t, 1.0 / 1024.0),
+        };
+        Some((num.parse::<f64>().ok()? * scale) as u64)
+    };
+    let cpu_s = cpu(first.split('|').next()?.trim())?;
+    let max_rss_kb = std::iter::once(first)
+        .chain(lines)
+        .filter_map(|l| rss(l.split('|').nth(1)?))
+        .max()?;
+    Some(crate::process::Usage { cpu_s, max_rss_kb })
+}
+
 /// Runs a command with [`CALL_LIMIT`], output captured.
 fn run_limited(cmd: &mut Command) -> io::Result<Output> {
     let mut child = cmd
@@ -273,6 +335,16 @@ fn run_limited(cmd: &mut Command) -> io::Result<Output> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sacct_usage_lines_parse() {
+        let u = parse_usage("00:01:02.500|\n00:01:02.400|2048000\n00:00:00.100|4096K\n").unwrap();
+        assert_eq!((u.cpu_s, u.max_rss_kb), (62.5, 4096));
+        let u = parse_usage("1-02:00:00|1G\n").unwrap();
+        assert_eq!((u.cpu_s, u.max_rss_kb), (93_600.0, 1024 * 1024));
+        assert_eq!(parse_usage(""), None);
+        assert_eq!(parse_usage("00:00:01|\n"), None);
+    }
 
     #[test]
     fn resources_map_to_sbatch_options() {
