@@ -318,6 +318,37 @@ resources = { gpus = 3 }
         .stderr_has("--gres=gpu:3");
 }
 
+/// `logs -f` follows a Slurm stage's log on the shared cache until its job ends.
+#[test]
+fn logs_follow_a_running_job_to_its_end() {
+    let _c = cluster();
+    let ws = ws();
+    ws.pipeline(
+        r#"
+[pipeline]
+name = "follow"
+[stages.talk]
+cmd = "touch started; for i in 1 2 3 4; do echo line-$i; sleep 0.7; done; echo x > out-talk"
+outs = ["out-talk"]
+"#,
+    );
+    let mut runner = spawn(&ws);
+    wait_for("the job to start", Duration::from_secs(20), || {
+        ws.exists("started") && ws.exists("cache/logs/talk.log")
+    });
+    let start = Instant::now();
+    let o = ws.run(&["logs", "-f", "talk"]);
+    o.ok().stdout_has("line-1").stdout_has("line-4");
+    // It returned because the job ended, not before: its last line had been written.
+    assert!(
+        ws.exists("out-talk"),
+        "returned while the job ran:\n{}",
+        o.stdout
+    );
+    assert!(start.elapsed() < Duration::from_secs(20));
+    assert!(runner.wait().unwrap().success());
+}
+
 #[test]
 fn ctrl_c_cancels_the_submitted_jobs_and_nothing_else() {
     let _c = cluster();

@@ -81,6 +81,19 @@ impl JobFiles {
         serde_json::from_slice(&bytes).ok()
     }
 
+    /// Every job record (jobs submitted and not yet forgotten).
+    pub fn records(&self) -> Vec<JobRecord> {
+        std::fs::read_dir(&self.dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                self.read_record(name.strip_suffix(".job.json")?)
+            })
+            .collect()
+    }
+
     /// Forgets the job of `key` (it ended, or was cancelled): record, status, script.
     pub fn forget(&self, key: &str) {
         let _ = std::fs::remove_file(self.record_path(key));
