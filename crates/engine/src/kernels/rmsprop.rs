@@ -173,17 +173,18 @@ fn with_momentum<const HAS_SA: bool, const HAS_BUF: bool>(
 mod tests {
     use super::*;
 
+    /// Deterministic values in [-scale, scale] over sizes that span several parallel chunks.
+    fn v(seed: usize, scale: f32) -> Vec<f32> {
+        (0..2 * CHUNK + 77)
+            .map(|i| (((i * 7919 + seed * 104729) % 2001) as f32 / 1000.0 - 1.0) * scale)
+            .collect()
+    }
+
     /// Every FMA path gives the portable loops' bits (the update has no multiply-add that
     /// could fuse), over sizes that span several parallel chunks and a vector tail.
     #[test]
     fn wide_loops_give_the_baseline_bits() {
         use crate::kernels::micro::{on_fused_paths, with_portable_kernel};
-        let n = 2 * CHUNK + 77;
-        let v = |seed: usize, scale: f32| -> Vec<f32> {
-            (0..n)
-                .map(|i| (((i * 7919 + seed * 104729) % 2001) as f32 / 1000.0 - 1.0) * scale)
-                .collect()
-        };
         let sa: Vec<f32> = v(3, 0.01).iter().map(|x| x.abs()).collect();
         for momentum in [0.0, 0.9] {
             let c = Consts {
@@ -217,12 +218,6 @@ mod tests {
     /// over sizes that span several parallel chunks.
     #[test]
     fn in_place_matches_the_allocating_step() {
-        let n = 2 * CHUNK + 77;
-        let v = |seed: usize, scale: f32| -> Vec<f32> {
-            (0..n)
-                .map(|i| (((i * 7919 + seed * 104729) % 2001) as f32 / 1000.0 - 1.0) * scale)
-                .collect()
-        };
         let (p, g, sa, b) = (
             v(1, 1.0),
             v(2, 0.1),
