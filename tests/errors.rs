@@ -85,6 +85,15 @@ fn undefined_parameter() {
     )));
 }
 
+/// `${train.n_est}` is no param reference and no shell expansion: refused at plan time,
+/// located, with the param it likely means, instead of bash's "bad substitution" at run time.
+#[test]
+fn dotted_name_in_a_command() {
+    insta::assert_snapshot!(error_of(&with(
+        "[params]\nn_est = 50\n[stages.a]\ncmd = \"echo ${train.n_est} >> runs.log\"\n"
+    )));
+}
+
 #[test]
 fn undefined_matrix_value() {
     insta::assert_snapshot!(error_of(&with(

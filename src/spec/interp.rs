@@ -58,6 +58,31 @@ pub fn references(template: &str) -> Vec<Reference> {
     out
 }
 
+/// The first `${...}` in a shell command that is not a reference and that no shell can expand
+/// (`${train.n_est}`: a shell name has no `.`, so bash stops with "bad substitution" at run
+/// time). Returns its byte range and its inner text.
+pub fn bad_shell_expansion(template: &str) -> Option<(std::ops::Range<usize>, String)> {
+    let mut i = 0;
+    while let Some(pos) = template[i..].find("${") {
+        let start = i + pos;
+        let close = template[start..].find('}')?;
+        let end = start + close + 1;
+        let inner = &template[start + 2..end - 1];
+        let scoped = inner.starts_with("params.") || inner.starts_with("matrix.");
+        // `${!name}` and `${#name}` are indirection and length; then the name, then an
+        // operator (`:-`, `#`, `%`, `/`, `[`, ...) or the end. A `.` right after it is none.
+        let name = inner.trim_start_matches(['!', '#']);
+        let len = name
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(name.len());
+        if !scoped && len > 0 && name[len..].starts_with('.') {
+            return Some((start..end, inner.to_string()));
+        }
+        i = end;
+    }
+    None
+}
+
 /// Values available to a template.
 pub struct Scope2<'a> {
     pub params: &'a BTreeMap<String, Value>,
@@ -99,6 +124,22 @@ pub fn used_params(template: &str, into: &mut BTreeSet<String>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_dotted_name_outside_params_and_matrix_is_no_shell_expansion() {
+        let bad = bad_shell_expansion;
+        assert_eq!(
+            bad("echo ${train.n_est}"),
+            Some((5..19, "train.n_est".into()))
+        );
+        assert_eq!(bad("echo ${#a.b}"), Some((5..12, "#a.b".into())));
+        for ok in [
+            "echo ${params.x} ${matrix.y} ${HOME} ${X:-a.b} ${X%.txt} ${#X} ${!P} $1.5",
+            "echo ${X/./_} ${A[1]} no braces $a.b",
+        ] {
+            assert_eq!(bad(ok), None, "{ok}");
+        }
+    }
 
     #[test]
     fn substitutes_and_quotes() {

@@ -567,6 +567,23 @@ impl Expander<'_> {
         matrix: &BTreeMap<String, Value>,
         quote: bool,
     ) -> Result<String, Diagnostic> {
+        // A command's `${a.b}` would pass here and fail in bash; say so now, where it is.
+        if quote && let Some((range, inner)) = interp::bad_shell_expansion(s.get_ref()) {
+            let last = inner.rsplit('.').next().unwrap_or_default();
+            let help = if params.contains_key(last) {
+                format!(
+                    "did you mean `${{params.{last}}}`? pipeline params are `${{params.NAME}}`, matrix axes `${{matrix.NAME}}`"
+                )
+            } else {
+                "pipeline params are `${params.NAME}` and matrix axes `${matrix.NAME}`; a shell variable's name has no `.`".to_string()
+            };
+            return Err(self
+                .err(
+                    self.inner_span(s, range),
+                    format!("`${{{inner}}}` is neither a reference nor a shell expansion (bash would stop with \"bad substitution\")"),
+                )
+                .with_help(help));
+        }
         substitute(s.get_ref(), &Scope2 { params, matrix }, quote).map_err(|r| {
             let known: Vec<&str> = match r.scope {
                 Scope::Params => params.keys().map(String::as_str).collect(),
