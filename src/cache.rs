@@ -176,7 +176,7 @@ impl Cache {
 
     /// Where runs' traces are kept (src/trace).
     pub fn traces_dir(&self) -> PathBuf {
-        self.root.join("state/traces")
+        crate::trace::dir(&self.root)
     }
 
     pub fn root(&self) -> &Path {

@@ -109,13 +109,13 @@ impl<'a> Running<'a> {
         if self.local() {
             return true;
         }
-        // squeue is asked less often than the log is read.
-        if self.polls % SLURM_EVERY == 1 || !self.job_alive {
-            self.job_alive = self.slurm_job();
-        } else if self.job_alive {
-            // Between answers, a status file written by the job says it ended.
-            self.job_alive = self.job_without_status().is_some();
-        }
+        // squeue is asked less often than the log is read; between its answers, a status
+        // file written by the job says it ended.
+        self.job_alive = if self.polls % SLURM_EVERY == 1 || !self.job_alive {
+            self.slurm_job()
+        } else {
+            self.job_without_status().is_some()
+        };
         self.job_alive
     }
 

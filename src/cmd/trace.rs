@@ -27,12 +27,11 @@ pub struct TraceArgs {
 }
 
 pub fn run(env: &Env, a: TraceArgs) -> Result<(), ExitCode> {
-    let dir = env.cache_dir.join("state/traces");
+    let dir = trace::dir(&env.cache_dir);
     if a.list {
         let all = trace::list(&dir).map_err(|e| fail(1, &format!("{}: {e}", dir.display())))?;
         for (n, p) in all.iter().rev().enumerate() {
-            let t = trace::load(&dir, p.file_stem().and_then(|s| s.to_str()))
-                .map_err(|e| fail(1, &e.to_string()))?;
+            let t = trace::read(p).map_err(|e| fail(1, &e.to_string()))?;
             let ran = t
                 .stages
                 .iter()

@@ -497,11 +497,7 @@ impl<'a> Scheduler<'a> {
         }
         self.exec.local.clear_record(self.ctx.cache);
         let _ = self.stats.save(&self.ctx.cache.stat_cache_path());
-        let trace = std::mem::replace(
-            &mut self.trace,
-            Recorder::new(&self.ctx.opts.pipeline, 0, &[]),
-        );
-        if let Err(e) = trace.finish(&self.ctx.cache.traces_dir()) {
+        if let Err(e) = self.trace.finish(&self.ctx.cache.traces_dir()) {
             self.progress
                 .note(&format!("the run's trace could not be written: {e}"));
         }

@@ -17,6 +17,11 @@ use crate::fsutil::write_atomic;
 /// Runs whose traces are kept; older ones go when a run ends and in `gc`.
 pub const KEEP: usize = 20;
 
+/// Where a cache keeps its runs' traces.
+pub fn dir(cache_root: &Path) -> PathBuf {
+    cache_root.join("state/traces")
+}
+
 /// How a stage's row ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -196,7 +201,7 @@ impl Recorder {
     }
 
     /// Writes the trace into `dir` and drops all but the last [`KEEP`] there.
-    pub fn finish(mut self, dir: &Path) -> std::io::Result<PathBuf> {
+    pub fn finish(&mut self, dir: &Path) -> std::io::Result<PathBuf> {
         self.run.end = now();
         std::fs::create_dir_all(dir)?;
         let path = dir.join(format!("{}.json", self.run.id));
@@ -292,8 +297,13 @@ pub fn load(dir: &Path, which: Option<&str>) -> Result<RunTrace, TraceError> {
     let path = path.ok_or_else(|| {
         TraceError::NoSuchRun(which.unwrap_or_default().to_string(), dir.to_path_buf())
     })?;
-    let bytes = std::fs::read(&path).map_err(|e| TraceError::Io(path.clone(), e))?;
-    serde_json::from_slice(&bytes).map_err(|e| TraceError::Bad(path, e))
+    read(&path)
+}
+
+/// One trace file.
+pub fn read(path: &Path) -> Result<RunTrace, TraceError> {
+    let bytes = std::fs::read(path).map_err(|e| TraceError::Io(path.to_path_buf(), e))?;
+    serde_json::from_slice(&bytes).map_err(|e| TraceError::Bad(path.to_path_buf(), e))
 }
 
 #[cfg(test)]

@@ -81,13 +81,21 @@ fn page(run: &RunTrace) -> Page {
         };
         placed.push((s, on_slurm, lane, span, start, end));
     }
-    let n_cpu = cpu.free_at.len();
-    let mut lanes: Vec<String> = (1..=n_cpu).map(|i| format!("CPU slot {i}")).collect();
-    let gpu_base = lanes.len();
-    lanes.extend(run.gpus.iter().map(|g| format!("GPU {g}")));
-    let slurm_base = lanes.len();
+    // Lanes: CPU slots, the run's GPUs and any other GPU a stage names (a Slurm node's),
+    // then one per concurrent Slurm job.
+    let mut gpus = run.gpus.clone();
+    for (s, ..) in &placed {
+        for g in &s.gpus {
+            if !gpus.contains(g) {
+                gpus.push(g.clone());
+            }
+        }
+    }
+    let gpu_base = cpu.free_at.len();
+    let slurm_base = gpu_base + gpus.len();
+    let mut lanes: Vec<String> = (1..=gpu_base).map(|i| format!("CPU slot {i}")).collect();
+    lanes.extend(gpus.iter().map(|g| format!("GPU {g}")));
     lanes.extend((1..=slurm.free_at.len()).map(|i| format!("Slurm job {i}")));
-    let mut extra_gpus: Vec<String> = Vec::new();
     let mut bars = Vec::new();
     let mut gpu_bars = Vec::new();
     for (s, on_slurm, lane, span, start, end) in placed {
@@ -137,25 +145,11 @@ fn page(run: &RunTrace) -> Page {
             bar(lane, span)
         });
         for g in &s.gpus {
-            let at = match run.gpus.iter().position(|x| x == g) {
-                Some(p) => gpu_base + p,
-                None => {
-                    // A GPU the run did not list (a Slurm node's): a lane of its own.
-                    if !extra_gpus.contains(g) {
-                        extra_gpus.push(g.clone());
-                    }
-                    usize::MAX - extra_gpus.iter().position(|x| x == g).unwrap_or(0)
-                }
-            };
-            gpu_bars.push(bar(at, 1));
-        }
-    }
-    // GPUs seen only on Slurm nodes get lanes at the end.
-    let base = lanes.len();
-    lanes.extend(extra_gpus.iter().map(|g| format!("GPU {g} (Slurm)")));
-    for b in &mut gpu_bars {
-        if b.lane > usize::MAX / 2 {
-            b.lane = base + (usize::MAX - b.lane);
+            let at = gpus
+                .iter()
+                .position(|x| x == g)
+                .expect("every GPU has a lane");
+            gpu_bars.push(bar(gpu_base + at, 1));
         }
     }
     Page {
