@@ -12,7 +12,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use crate::fsutil::write_atomic;
+use crate::fsutil::write_replace;
 
 /// Runs whose traces are kept; older ones go when a run ends and in `gc`.
 pub const KEEP: usize = 20;
@@ -205,8 +205,9 @@ impl Recorder {
         self.run.end = now();
         std::fs::create_dir_all(dir)?;
         let path = dir.join(format!("{}.json", self.run.id));
-        let body = serde_json::to_vec_pretty(&self.run).map_err(std::io::Error::other)?;
-        write_atomic(&path, &body)?;
+        // Bookkeeping: a crash may lose it but never half-write it, so no fsync.
+        let body = serde_json::to_vec(&self.run).map_err(std::io::Error::other)?;
+        write_replace(&path, &body)?;
         prune(dir, KEEP)?;
         Ok(path)
     }
